@@ -1,0 +1,3 @@
+"""bankwatch.daemon: the service side (config, topology, detectors, sinks, CLI)."""
+
+__all__: list[str] = []

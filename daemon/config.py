@@ -1,0 +1,367 @@
+"""The config file: a bank described the way its owner sees it, read once at start.
+
+TOML in, frozen pydantic models out (`extra="forbid"`, so a typo is an error, not a silently
+ignored key). Every problem names the file, the key path and, where it can be found, the line;
+all problems are reported at once so a user fixes them in one pass.
+
+Layout (see configs/ for complete examples):
+
+    [bank]                 name, chemistry, nominal_voltage_v, charger/inverter voltage, source
+    [models.NAME]          capacity_ah, nominal_voltage_v, chemistry, maker's series/parallel limits
+    [links.NAME]           type = "can" (interface, channel, bitrate) or "serial" (port, baud)
+    [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
+    [detect]               thresholds of the detectors
+    [simulation]           only read by the simulator: profile, per-battery physics, faults
+
+Strings are series strings; all strings of a bank are connected in parallel. A parallel bank of
+four batteries is four strings of one battery each.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bankwatch.daemon.errors import ConfigError
+from bankwatch.drivers.registry import PROTOCOLS
+
+__all__ = [
+    "CELL_NOMINAL_V",
+    "CHEMISTRY_FAMILY",
+    "BankConfig",
+    "BankSection",
+    "BatteryConfig",
+    "CanLinkConfig",
+    "Chemistry",
+    "Config",
+    "DetectConfig",
+    "FaultConfig",
+    "LinkConfig",
+    "ModelConfig",
+    "SerialLinkConfig",
+    "SimBatteryConfig",
+    "SimulationConfig",
+    "SourceConfig",
+    "StringConfig",
+    "load_config",
+    "parse_config",
+]
+
+Chemistry = Literal["lifepo4", "nmc", "lto", "agm", "flooded", "gel"]
+
+# Chemistries that may never share a bank are in different families; lead-acid subtypes share
+# one family but still differ in charge voltage.
+CHEMISTRY_FAMILY: dict[str, str] = {
+    "lifepo4": "lifepo4",
+    "nmc": "nmc",
+    "lto": "lto",
+    "agm": "lead-acid",
+    "flooded": "lead-acid",
+    "gel": "lead-acid",
+}
+
+CELL_NOMINAL_V: dict[str, float] = {
+    "lifepo4": 3.2,
+    "nmc": 3.7,
+    "lto": 2.4,
+    "agm": 2.0,
+    "flooded": 2.0,
+    "gel": 2.0,
+}
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SourceConfig(_Strict):
+    """Where a battery's (or the bank's) data comes from."""
+
+    link: str
+    protocol: str
+    # Bus address for request/response protocols (DIP switches); broadcast protocols have none.
+    address: Annotated[int, Field(ge=0, le=255)] | None = None
+
+
+class ModelConfig(_Strict):
+    capacity_ah: PositiveFloat
+    nominal_voltage_v: PositiveFloat
+    chemistry: Chemistry
+    manufacturer: str | None = None
+    # The maker's limits, where the datasheet gives them.
+    max_series: Annotated[int, Field(ge=1)] | None = None
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
+
+
+class BatteryConfig(_Strict):
+    name: Name
+    model: str
+    source: SourceConfig | None = None
+    # A battery unheard for this long is stale: never shown as live, and `link_lost` is raised.
+    stale_after_s: PositiveFloat | None = None
+
+
+class StringConfig(_Strict):
+    name: Name
+    batteries: Annotated[list[BatteryConfig], Field(min_length=1)]
+
+
+class CanLinkConfig(_Strict):
+    type: Literal["can"]
+    # Any python-can interface: socketcan (a Pi HAT's can0), slcan, gs_usb, socketcand, virtual…
+    interface: str = "socketcan"
+    channel: str = "can0"
+    bitrate: Annotated[int, Field(ge=10_000, le=1_000_000)] = 500_000
+    # socketcand only: the server that serves the bus.
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # slcan and other serial adapters: the adapter's serial speed.
+    tty_baudrate: Annotated[int, Field(gt=0)] | None = None
+    # No frame for this long marks the link down (python-can may never notice a vanished adapter).
+    silence_timeout_s: PositiveFloat = 5.0
+
+    @model_validator(mode="after")
+    def _socketcand_needs_server(self) -> CanLinkConfig:
+        if self.interface == "socketcand" and (self.host is None or self.port is None):
+            raise ValueError("interface 'socketcand' needs host and port")
+        return self
+
+
+class SerialLinkConfig(_Strict):
+    type: Literal["serial"]
+    port: str
+    baud: Annotated[int, Field(gt=0)] = 9600
+
+
+LinkConfig = Annotated[CanLinkConfig | SerialLinkConfig, Field(discriminator="type")]
+
+
+class BankSection(_Strict):
+    name: Name
+    chemistry: Chemistry
+    nominal_voltage_v: PositiveFloat
+    # The charger's charge (absorption/bulk) setpoint, and the inverter's nominal DC input.
+    charger_voltage_v: PositiveFloat | None = None
+    inverter_voltage_v: PositiveFloat | None = None
+    # Bank-level totals: the master battery's CAN broadcast (later a shunt).
+    source: SourceConfig | None = None
+
+
+class DetectConfig(_Strict):
+    # Default for batteries that do not set stale_after_s.
+    link_lost_after_s: PositiveFloat = 10.0
+    # A condition must hold this long before an alert is raised, and be gone this long to clear.
+    raise_after_s: Annotated[float, Field(ge=0)] = 0.0
+    clear_after_s: Annotated[float, Field(ge=0)] = 5.0
+
+
+class SimBatteryConfig(_Strict):
+    initial_soc_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    capacity_factor: Annotated[float, Field(gt=0, le=1.5)] | None = None
+    internal_resistance_ohm: PositiveFloat | None = None
+    cable_resistance_ohm: Annotated[float, Field(ge=0)] | None = None
+    temperature_c: float | None = None
+
+
+class FaultConfig(_Strict):
+    at_s: Annotated[float, Field(ge=0)]
+    battery: str
+    # cutoff: the BMS trips (protection names the cause); silent: the battery stops talking;
+    # recover: undo both.
+    kind: Literal["cutoff", "silent", "recover"]
+    protection: Literal[
+        "cell_overvoltage",
+        "cell_undervoltage",
+        "charge_overcurrent",
+        "discharge_overcurrent",
+        "over_temperature",
+        "under_temperature",
+        "short_circuit",
+        "system_error",
+    ] = "cell_undervoltage"
+
+
+class SimulationConfig(_Strict):
+    profile: Literal["solar-day", "constant"] = "solar-day"
+    # constant profile: bank power in watts, + charging.
+    power_w: float = -500.0
+    # Where in the day the simulated clock starts, as "HH:MM".
+    start_time: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:00"
+    speed: PositiveFloat = 1.0
+    step_s: PositiveFloat = 1.0
+    seed: int = 0
+    initial_soc_pct: Annotated[float, Field(ge=0, le=100)] = 70.0
+    batteries: dict[str, SimBatteryConfig] = Field(default_factory=dict)
+    faults: list[FaultConfig] = Field(default_factory=list)
+
+
+class Config(_Strict):
+    bank: BankSection
+    models: dict[Name, ModelConfig]
+    links: dict[Name, LinkConfig] = Field(default_factory=dict)
+    strings: Annotated[list[StringConfig], Field(min_length=1)]
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    simulation: SimulationConfig | None = None
+
+    def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
+        return [(s, b) for s in self.strings for b in s.batteries]
+
+    def model_of(self, battery: BatteryConfig) -> ModelConfig:
+        return self.models[battery.model]
+
+
+BankConfig = Config
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), ["file not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(p), ["is a directory, not a config file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc}"]) from exc
+    return parse_config(text, str(p))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _describe(exc, text)) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError(source, [_with_line(p, k, text) for p, k in problems])
+    return config
+
+
+def _loc_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError, text: str) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors(include_url=False):
+        # pydantic puts the tag of a discriminated union in the path ("links.x.can.bitrate"):
+        # users never wrote that, so it goes.
+        loc = tuple(p for p in err["loc"] if p not in ("can", "serial"))
+        path = _loc_path(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "union_tag_invalid":
+            msg = 'link type must be "can" or "serial"'
+        elif kind == "union_tag_not_found":
+            msg = 'link needs type = "can" or "serial"'
+        elif kind == "literal_error":
+            msg = err["msg"].replace("Input should be", "must be")
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+            text_msg = err["msg"].removeprefix("Value error, ")
+            msg = text_msg[0].lower() + text_msg[1:] + shown
+        key_loc = loc[:-1] if kind == "missing" else loc  # a missing key is written nowhere
+        last_key = next((p for p in reversed(key_loc) if isinstance(p, str)), None)
+        problems.append(_with_line(f"{path}: {msg}", last_key, text))
+    return problems
+
+
+def _with_line(problem: str, key: str | None, text: str) -> str:
+    """Add the line number where the key is written, when the file names it exactly once."""
+    if not key:
+        return problem
+    pattern = re.compile(rf"(^|[\s{{,.\[])\"?{re.escape(key)}\"?[ \t]*(=|\]|\.)", re.MULTILINE)
+    hits = [text.count("\n", 0, m.end(1)) + 1 for m in pattern.finditer(text)]
+    if len(hits) == 1:
+        return f"line {hits[0]}: {problem}"
+    return problem
+
+
+def _cross_check(config: Config) -> list[tuple[str, str | None]]:
+    """References between sections: what pydantic cannot see one model at a time."""
+    problems: list[tuple[str, str | None]] = []
+    seen_strings: set[str] = set()
+    seen_batteries: set[str] = set()
+
+    def check_source(src: SourceConfig, where: str) -> None:
+        link = config.links.get(src.link)
+        info = PROTOCOLS.get(src.protocol)
+        if link is None:
+            known = ", ".join(sorted(config.links)) or "none are defined"
+            problems.append((f"{where}.link: no link named {src.link!r} (links: {known})", None))
+        if info is None:
+            known = ", ".join(sorted(PROTOCOLS))
+            problems.append(
+                (f"{where}.protocol: unknown protocol {src.protocol!r} (known: {known})", None)
+            )
+        if link is not None and info is not None and link.type != info.link_kind:
+            problems.append(
+                (
+                    f"{where}: protocol {src.protocol!r} runs on a {info.link_kind} link, "
+                    f"but link {src.link!r} is {link.type}",
+                    None,
+                )
+            )
+        if info is not None and info.addressing == "addressed" and src.address is None:
+            problems.append((f"{where}.address: protocol {src.protocol!r} needs an address", None))
+
+    for si, string in enumerate(config.strings):
+        if string.name in seen_strings:
+            problems.append((f"strings[{si}].name: string {string.name!r} defined twice", None))
+        seen_strings.add(string.name)
+        for bi, battery in enumerate(string.batteries):
+            where = f"strings[{si}].batteries[{bi}]"
+            if battery.name in seen_batteries:
+                problems.append((f"{where}.name: battery {battery.name!r} defined twice", None))
+            seen_batteries.add(battery.name)
+            if battery.model not in config.models:
+                known = ", ".join(sorted(config.models)) or "none are defined"
+                problems.append(
+                    (f"{where}.model: no model named {battery.model!r} (models: {known})", None)
+                )
+            if battery.source is not None:
+                check_source(battery.source, f"{where}.source")
+    if config.bank.source is not None:
+        check_source(config.bank.source, "bank.source")
+
+    if config.simulation is not None:
+        for name in config.simulation.batteries:
+            if name not in seen_batteries:
+                problems.append(
+                    (f"simulation.batteries.{name}: no battery named {name!r} in the bank", name)
+                )
+        for fi, fault in enumerate(config.simulation.faults):
+            if fault.battery not in seen_batteries:
+                problems.append(
+                    (
+                        f"simulation.faults[{fi}].battery: no battery named "
+                        f"{fault.battery!r} in the bank",
+                        None,
+                    )
+                )
+    return problems

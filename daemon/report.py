@@ -1,0 +1,56 @@
+"""Text a person reads: the topology tree and the findings of `bankwatch check`."""
+
+from __future__ import annotations
+
+from bankwatch.daemon.rules import Finding
+from bankwatch.daemon.topology import Topology
+
+__all__ = ["fmt_energy", "format_findings", "format_tree"]
+
+
+def fmt_energy(wh: float) -> str:
+    return f"{wh / 1000:.2f} kWh" if wh >= 1000 else f"{wh:.0f} Wh"
+
+
+def _source(topo: Topology, name: str) -> str:
+    src = topo.battery(name).source
+    if src is None:
+        return "no source"
+    addr = f" @{src.address}" if src.address is not None else ""
+    return f"{src.protocol} on {src.link}{addr}"
+
+
+def format_tree(topo: Topology) -> str:
+    bank = topo.config.bank
+    lines = [
+        f"bank {topo.name}: {bank.nominal_voltage_v:g} V {bank.chemistry}, {topo.shape}, "
+        f"{topo.nominal_voltage_v:g} V nominal, {topo.capacity_ah:g} Ah, "
+        f"{fmt_energy(topo.energy_wh)}"
+    ]
+    if bank.source is not None:
+        lines.append(f"│   totals from {bank.source.protocol} on {bank.source.link}")
+    for si, s in enumerate(topo.strings):
+        last_s = si == len(topo.strings) - 1
+        lines.append(
+            f"{'└──' if last_s else '├──'} string {s.name}: {len(s.batteries)} in series, "
+            f"{s.nominal_voltage_v:g} V, {s.capacity_ah:g} Ah, {fmt_energy(s.energy_wh)}"
+        )
+        pad = "    " if last_s else "│   "
+        for bi, b in enumerate(s.batteries):
+            branch = "└──" if bi == len(s.batteries) - 1 else "├──"
+            m = b.model
+            lines.append(
+                f"{pad}{branch} {b.name}: {b.model_name}, {m.nominal_voltage_v:g} V "
+                f"{m.capacity_ah:g} Ah {m.chemistry}, {_source(topo, b.name)}"
+            )
+    return "\n".join(lines)
+
+
+def format_findings(findings: list[Finding]) -> str:
+    if not findings:
+        return "no findings: the wiring follows every rule bankwatch knows"
+    lines = []
+    for f in findings:
+        lines.append(f"{f.severity.upper():7} {f.rule} ({f.subject}): {f.message}")
+        lines.append(f"        why: {f.why}")
+    return "\n".join(lines)

@@ -1,0 +1,295 @@
+"""The bank as wired: bank → series strings (in parallel) → batteries, and the state it is in.
+
+`Topology` is built once from the config and holds the nominal figures. `Topology.fold` takes
+the latest Reading of each battery and the time, and returns a `BankState`: per string and bank
+voltage, current, SOC and energy, obeying the physics of the wiring:
+
+- in a series string the voltages add, one current flows through all, and the battery with the
+  least charge governs (it reaches cutoff first and its BMS opens the whole string);
+- strings in parallel share one voltage and their currents add;
+- so the bank's SOC is the charge left in each string (its weakest battery) weighted by string
+  capacity, not a mean of battery SOCs.
+
+A reading older than its battery's stale time is kept for display as stale but never counted as
+live. Time is passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bankwatch.daemon.config import Config, ModelConfig, SourceConfig
+from bankwatch.daemon.model import Reading
+
+__all__ = [
+    "BankState",
+    "BatteryNode",
+    "BatteryState",
+    "StringNode",
+    "StringState",
+    "Topology",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryNode:
+    name: str
+    path: str  # bank/string/battery: the subject of its alerts and topics
+    string: str
+    position: int  # 0 = at the string's negative end
+    model_name: str
+    model: ModelConfig
+    source: SourceConfig | None
+    stale_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StringNode:
+    name: str
+    path: str
+    batteries: tuple[BatteryNode, ...]
+
+    @property
+    def nominal_voltage_v(self) -> float:
+        return sum(b.model.nominal_voltage_v for b in self.batteries)
+
+    @property
+    def capacity_ah(self) -> float:
+        # The smallest battery limits a series string.
+        return min(b.model.capacity_ah for b in self.batteries)
+
+    @property
+    def energy_wh(self) -> float:
+        return self.nominal_voltage_v * self.capacity_ah
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryState:
+    node: BatteryNode
+    reading: Reading | None  # the last reading, live or stale
+    live: bool
+    age_s: float | None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def path(self) -> str:
+        return self.node.path
+
+    @property
+    def energy_wh(self) -> float | None:
+        r = self.reading if self.live else None
+        if r is None:
+            return None
+        if r.remaining_ah is not None and r.pack_voltage_v is not None:
+            return r.remaining_ah * r.pack_voltage_v
+        if r.soc_pct is not None:
+            return self.node.model.capacity_ah * self.node.model.nominal_voltage_v * r.soc_pct / 100
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class StringState:
+    node: StringNode
+    batteries: tuple[BatteryState, ...]
+    voltage_v: float | None  # sum of the live batteries' voltages, when all are live
+    current_a: float | None  # + charging; what the live batteries agree flows through the string
+    soc_pct: float | None  # the weakest live battery's SOC
+    energy_wh: float | None  # what the string can deliver before its weakest battery is empty
+    live: int  # batteries heard from in time
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def path(self) -> str:
+        return self.node.path
+
+    @property
+    def complete(self) -> bool:
+        return self.live == len(self.batteries)
+
+
+@dataclass(frozen=True, slots=True)
+class BankState:
+    at: float
+    name: str
+    strings: tuple[StringState, ...]
+    voltage_v: float | None
+    current_a: float | None
+    soc_pct: float | None
+    energy_wh: float | None
+    bank_reading: Reading | None  # from the bank-level source, when configured and live
+
+    @property
+    def power_w(self) -> float | None:
+        if self.voltage_v is None or self.current_a is None:
+            return None
+        return self.voltage_v * self.current_a
+
+    def batteries(self) -> tuple[BatteryState, ...]:
+        return tuple(b for s in self.strings for b in s.batteries)
+
+    def battery(self, name: str) -> BatteryState:
+        for b in self.batteries():
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+class Topology:
+    """The bank's wiring, from config; folds readings into BankState."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.name = config.bank.name
+        strings: list[StringNode] = []
+        for s in config.strings:
+            path = f"{self.name}/{s.name}"
+            nodes = tuple(
+                BatteryNode(
+                    name=b.name,
+                    path=f"{path}/{b.name}",
+                    string=s.name,
+                    position=i,
+                    model_name=b.model,
+                    model=config.models[b.model],
+                    source=b.source,
+                    stale_after_s=b.stale_after_s or config.detect.link_lost_after_s,
+                )
+                for i, b in enumerate(s.batteries)
+            )
+            strings.append(StringNode(name=s.name, path=path, batteries=nodes))
+        self.strings: tuple[StringNode, ...] = tuple(strings)
+        self._by_name = {b.name: b for s in self.strings for b in s.batteries}
+
+    # --- nominal figures ---------------------------------------------------------------------
+
+    @property
+    def series_count(self) -> int:
+        return max(len(s.batteries) for s in self.strings)
+
+    @property
+    def parallel_count(self) -> int:
+        return len(self.strings)
+
+    @property
+    def nominal_voltage_v(self) -> float:
+        # Strings in parallel share a voltage; with unequal strings (a wiring error `check`
+        # reports) the highest one is what the bus sits at.
+        return max(s.nominal_voltage_v for s in self.strings)
+
+    @property
+    def capacity_ah(self) -> float:
+        return sum(s.capacity_ah for s in self.strings)
+
+    @property
+    def energy_wh(self) -> float:
+        return sum(s.energy_wh for s in self.strings)
+
+    @property
+    def shape(self) -> str:
+        """ "4S2P"-style description."""
+        counts = {len(s.batteries) for s in self.strings}
+        series = "/".join(str(c) for c in sorted(counts))
+        return f"{series}S{self.parallel_count}P"
+
+    def battery(self, name: str) -> BatteryNode:
+        return self._by_name[name]
+
+    def batteries(self) -> tuple[BatteryNode, ...]:
+        return tuple(self._by_name.values())
+
+    # --- folding readings --------------------------------------------------------------------
+
+    def fold(
+        self,
+        readings: Mapping[str, Reading],
+        now: float,
+        bank_reading: Reading | None = None,
+        bank_stale_after_s: float | None = None,
+    ) -> BankState:
+        """The bank at `now` from each battery's latest reading (by battery name)."""
+        strings = tuple(self._fold_string(s, readings, now) for s in self.strings)
+        if bank_reading is not None:
+            limit = bank_stale_after_s or self.config.detect.link_lost_after_s
+            if now - bank_reading.at > limit:
+                bank_reading = None
+
+        voltages = [s.voltage_v for s in strings if s.voltage_v is not None]
+        currents = [s.current_a for s in strings if s.current_a is not None]
+        all_strings_known = len(currents) == len(strings)
+        voltage = sum(voltages) / len(voltages) if voltages else None
+        current = sum(currents) if all_strings_known else None
+        if bank_reading is not None:
+            # A bank-level meter measures the totals directly; it wins over the sum.
+            if bank_reading.pack_voltage_v is not None:
+                voltage = bank_reading.pack_voltage_v
+            if bank_reading.current_a is not None:
+                current = bank_reading.current_a
+
+        energies = [s.energy_wh for s in strings]
+        energy = sum(e for e in energies if e is not None) if None not in energies else None
+        soc = self._bank_soc(strings)
+        if soc is None and bank_reading is not None:
+            soc = bank_reading.soc_pct
+        return BankState(
+            at=now,
+            name=self.name,
+            strings=strings,
+            voltage_v=voltage,
+            current_a=current,
+            soc_pct=soc,
+            energy_wh=energy,
+            bank_reading=bank_reading,
+        )
+
+    def _fold_string(
+        self, node: StringNode, readings: Mapping[str, Reading], now: float
+    ) -> StringState:
+        states: list[BatteryState] = []
+        for b in node.batteries:
+            r = readings.get(b.name)
+            if r is None:
+                states.append(BatteryState(node=b, reading=None, live=False, age_s=None))
+                continue
+            age = now - r.at
+            states.append(BatteryState(node=b, reading=r, live=age <= b.stale_after_s, age_s=age))
+        live = [s.reading for s in states if s.live and s.reading is not None]
+        complete = len(live) == len(states)
+
+        volts = [r.pack_voltage_v for r in live if r.pack_voltage_v is not None]
+        voltage = sum(volts) if complete and len(volts) == len(states) else None
+        # One current flows through a series string; each BMS measures it. The mean of what
+        # they say is the best estimate (a disagreement is a detector's business, not ours).
+        amps = [r.current_a for r in live if r.current_a is not None]
+        current = sum(amps) / len(amps) if amps else None
+
+        socs = [r.soc_pct for r in live if r.soc_pct is not None]
+        soc = min(socs) if complete and len(socs) == len(states) else None
+        energy = None
+        if soc is not None:
+            energy = node.nominal_voltage_v * node.capacity_ah * soc / 100
+        return StringState(
+            node=node,
+            batteries=tuple(states),
+            voltage_v=voltage,
+            current_a=current,
+            soc_pct=soc,
+            energy_wh=energy,
+            live=len(live),
+        )
+
+    @staticmethod
+    def _bank_soc(strings: tuple[StringState, ...]) -> float | None:
+        known = [s for s in strings if s.soc_pct is not None]
+        if not known or len(known) != len(strings):
+            return None
+        total_ah = sum(s.node.capacity_ah for s in known)
+        return sum(s.soc_pct * s.node.capacity_ah for s in known if s.soc_pct is not None) / (
+            total_ah
+        )

@@ -1,0 +1,269 @@
+"""A CAN bus through python-can, with any of its interfaces: socketcan (a Pi HAT's can0), slcan
+and other USB adapters, socketcand (a bus served over TCP), virtual (in-process).
+
+Why a thread: python-can's receive is blocking, and its asyncio reader can wait forever when an
+interface goes away (a socketcand server that closed the connection makes `recv` spin returning
+nothing). So one thread per bus blocks in `recv` with a short timeout and hands frames to the
+event loop in batches, and a watchdog on the event loop marks the link down when no frame has
+arrived for `silence_timeout_s`, closes the bus and opens it again with capped, randomized
+backoff until frames flow again. The daemon never restarts for a replugged adapter.
+
+Frames are delivered as (id, data, extended, time) to one callback on the event loop; decoding
+is the caller's business and must be cheap (the receive path must keep up with a busy bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import can
+
+from bankwatch.daemon.clock import Clock
+from bankwatch.daemon.config import CanLinkConfig
+from bankwatch.daemon.errors import LinkError
+
+__all__ = ["CanLink", "FrameHandler", "LinkStatus", "open_bus"]
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[int, bytes, bool, float], None]
+LinkStateName = Literal["starting", "up", "silent", "down"]
+
+_OPEN_TIMEOUT_S = 5.0
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    name: str
+    state: LinkStateName
+    detail: str
+    frames: int
+    error_frames: int
+    reopens: int
+    last_frame_age_s: float | None
+
+
+def _bus_kwargs(config: CanLinkConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"interface": config.interface, "channel": config.channel}
+    if config.interface == "socketcand":
+        kwargs.update(host=config.host, port=config.port)
+    elif config.interface != "virtual":
+        kwargs["bitrate"] = config.bitrate
+    if config.tty_baudrate is not None:
+        kwargs["tty_baudrate"] = config.tty_baudrate
+    return kwargs
+
+
+async def _probe_tcp(host: str, port: int, timeout: float) -> None:
+    """python-can's socketcand client retries a refused connect in a busy loop for 10 s; a
+    quick probe first turns a dead server into one clear error."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise LinkError(f"socketcand server {host}:{port} unreachable: {exc}") from exc
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> can.BusABC:
+    """Open the bus the config describes, or raise LinkError saying why."""
+    if config.interface == "socketcand":
+        assert config.host is not None and config.port is not None
+        await _probe_tcp(config.host, config.port, timeout)
+    kwargs = _bus_kwargs(config)
+    try:
+        bus: can.BusABC = await asyncio.wait_for(
+            asyncio.to_thread(lambda: can.Bus(**kwargs)), timeout
+        )
+    except TimeoutError as exc:
+        raise LinkError(f"CAN {config.interface} {config.channel}: open timed out") from exc
+    except (can.CanError, OSError, ValueError, ImportError) as exc:
+        raise LinkError(f"CAN {config.interface} {config.channel}: {exc}") from exc
+    return bus
+
+
+class CanLink:
+    """One CAN bus, kept open for as long as the daemon runs."""
+
+    def __init__(
+        self,
+        name: str,
+        config: CanLinkConfig,
+        on_frame: FrameHandler,
+        clock: Clock,
+        *,
+        on_state: Callable[[LinkStatus], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self._on_frame = on_frame
+        self._on_state = on_state
+        self._clock = clock
+        self._state: LinkStateName = "starting"
+        self._detail = "not opened yet"
+        self.frames = 0
+        self.error_frames = 0
+        self.reopens = 0
+        self.last_frame_at: float | None = None
+        self._lock = threading.Lock()
+        self._pending: list[can.Message] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bus: can.BusABC | None = None
+        self._failure: str | None = None
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> LinkStatus:
+        age = None if self.last_frame_at is None else self._clock.monotonic() - self.last_frame_at
+        return LinkStatus(
+            self.name,
+            self._state,
+            self._detail,
+            self.frames,
+            self.error_frames,
+            self.reopens,
+            age,
+        )
+
+    def _set_state(self, state: LinkStateName, detail: str) -> None:
+        # Logged once per transition, not once per retry.
+        if state == self._state:
+            self._detail = detail
+            return
+        old, self._state, self._detail = self._state, state, detail
+        if state == "up":
+            log.info("link %s: up (%s)", self.name, detail)
+        elif old != "starting" or state == "down":
+            log.warning("link %s: %s (%s)", self.name, state, detail)
+        if self._on_state is not None:
+            self._on_state(self.status)
+
+    # --- the reader thread -------------------------------------------------------------------
+
+    def _reader(self, bus: can.BusABC, stop: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        while not stop.is_set():
+            try:
+                msg = bus.recv(timeout=0.2)
+            except Exception as exc:  # a library error of any kind ends this bus, not the daemon
+                log.debug("link %s: receive failed: %s", self.name, exc)
+                loop.call_soon_threadsafe(self._reader_failed, f"receive failed: {exc}")
+                return
+            if msg is None:
+                continue
+            with self._lock:
+                self._pending.append(msg)
+                if self._scheduled:
+                    continue
+                self._scheduled = True
+            try:
+                loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed under us: the daemon is stopping
+                return
+
+    def _reader_failed(self, detail: str) -> None:
+        self._failure = detail
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+        now = self._clock.monotonic()
+        handler = self._on_frame
+        for msg in batch:
+            if msg.is_error_frame:
+                self.error_frames += 1
+                continue
+            self.frames += 1
+            try:
+                handler(msg.arbitration_id, bytes(msg.data), msg.is_extended_id, now)
+            except Exception:
+                # A decoder bug must not kill the link; it is logged with the frame.
+                log.exception(
+                    "link %s: handling frame %X#%s failed",
+                    self.name,
+                    msg.arbitration_id,
+                    bytes(msg.data).hex().upper(),
+                )
+        self.last_frame_at = now
+        if self._state != "up":
+            self._set_state("up", f"{self.config.interface} {self.config.channel}")
+
+    # --- the supervisor ----------------------------------------------------------------------
+
+    def send(self, can_id: int, data: bytes, *, extended: bool = False) -> None:
+        """Send one frame if the bus is open (for keep-alives and polling protocols)."""
+        bus = self._bus
+        if bus is None:
+            raise LinkError(f"link {self.name}: not open")
+        try:
+            bus.send(can.Message(arbitration_id=can_id, data=data, is_extended_id=extended))
+        except can.CanError as exc:
+            raise LinkError(f"link {self.name}: send failed: {exc}") from exc
+
+    async def run(self) -> None:
+        """Open, read and watch the bus until cancelled; reopen whenever it fails or goes quiet."""
+        self._loop = asyncio.get_running_loop()
+        backoff = _BACKOFF_FIRST_S
+        speed = self._clock.speed
+        while True:
+            try:
+                bus = await open_bus(self.config)
+            except LinkError as exc:
+                self._set_state("down", str(exc))
+                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / speed)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            self._bus = bus
+            self._failure = None
+            opened_at = self._clock.monotonic()
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._reader, args=(bus, stop), name=f"can-{self.name}", daemon=True
+            )
+            thread.start()
+            try:
+                reason = await self._watch(opened_at)
+            finally:
+                stop.set()
+                self._bus = None
+                await asyncio.to_thread(self._close, bus, thread)
+            self._set_state("silent" if reason.startswith("no frame") else "down", reason)
+            self.reopens += 1
+            if self.last_frame_at is not None and self.last_frame_at >= opened_at:
+                backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
+            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._clock.speed)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _watch(self, opened_at: float) -> str:
+        """Return the reason the bus must be reopened."""
+        timeout = self.config.silence_timeout_s
+        period = min(1.0, timeout / 4) / self._clock.speed
+        while True:
+            await asyncio.sleep(period)
+            if self._failure is not None:
+                return self._failure
+            now = self._clock.monotonic()
+            last = self.last_frame_at if self.last_frame_at is not None else opened_at
+            if now - max(last, opened_at) > timeout:
+                return f"no frame for {timeout:g} s"
+
+    def _close(self, bus: can.BusABC, thread: threading.Thread) -> None:
+        thread.join(timeout=2.0)
+        try:
+            bus.shutdown()
+        except Exception as exc:  # closing a bus that already failed may fail again: log it
+            log.debug("link %s: closing bus: %s", self.name, exc)

@@ -1,0 +1,59 @@
+"""One table of the protocols bankwatch speaks: what kind of link each needs, how its devices are
+addressed, and the driver that turns its frames into Readings. The config validates against it;
+the service builds drivers from it.
+
+Adding a BMS: write its codec and driver module, then add one row here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from bankwatch.daemon.model import Reading
+from bankwatch.drivers.pylontech_can import PylontechCanDriver
+
+__all__ = ["PROTOCOLS", "CanDriver", "ProtocolInfo", "protocol_info"]
+
+LinkKind = Literal["can", "serial"]
+
+
+class CanDriver(Protocol):
+    """A driver that listens on a CAN link: fed every frame, returns the merged Reading when
+    a frame was its own, else None."""
+
+    protocol: str
+
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> Reading | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolInfo:
+    name: str
+    link_kind: LinkKind
+    # "broadcast": the device talks unasked and has no address, so a link carries one of them.
+    # "addressed": request/response by address; many devices share a link.
+    addressing: Literal["broadcast", "addressed"]
+    summary: str
+    # Builds the driver for one device: (subject, address) -> driver.
+    can_driver: Callable[[str, int | None], CanDriver] | None = None
+
+
+PROTOCOLS: dict[str, ProtocolInfo] = {
+    p.name: p
+    for p in (
+        ProtocolInfo(
+            name="pylontech-can",
+            link_kind="can",
+            addressing="broadcast",
+            summary="Pylontech low-voltage CAN broadcast (0x351/0x355/0x356/0x359/0x35C/0x35E), "
+            "500 kbit/s; also what SMA/Victron-profile BMS send",
+            can_driver=lambda subject, _address: PylontechCanDriver(subject),
+        ),
+    )
+}
+
+
+def protocol_info(name: str) -> ProtocolInfo | None:
+    return PROTOCOLS.get(name)

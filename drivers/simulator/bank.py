@@ -1,0 +1,192 @@
+"""The simulated bank as a config describes it: physics, the day's profile, the scheduled faults,
+and what each battery puts on the wire. Pure: time moves only when `advance` is called, so the
+same object drives the live demo, `bankwatch simulate` and tests that run days in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bankwatch.daemon.config import (
+    CELL_NOMINAL_V,
+    CHEMISTRY_FAMILY,
+    CanLinkConfig,
+    Config,
+    FaultConfig,
+    SimulationConfig,
+)
+from bankwatch.daemon.model import Protection, Reading
+from bankwatch.drivers import pylontech_can
+from bankwatch.drivers.simulator.physics import BatterySpec, SimBank
+from bankwatch.drivers.simulator.profile import Profile, profile_from_name
+
+__all__ = ["BankSimulator", "Broadcast", "Frame"]
+
+Frame = tuple[int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """The frames one device sends in one broadcast period, and the link they go out on."""
+
+    link: str
+    subject: str
+    frames: tuple[Frame, ...]
+
+
+# Only these encoders exist so far; a battery on another protocol is simulated but not served.
+_ENCODERS = {"pylontech-can": pylontech_can.encode_reading}
+_SIM_CHEMISTRY = {"lifepo4": "lifepo4", "nmc": "nmc", "lto": "lifepo4", "lead-acid": "lead-acid"}
+# A charger's setpoint per cell when the config names none.
+_DEFAULT_CHARGE_V_PER_CELL = {"lifepo4": 3.45, "nmc": 4.1, "lead-acid": 2.4}
+
+
+class BankSimulator:
+    def __init__(self, config: Config, *, seed: int | None = None) -> None:
+        self.config = config
+        sim = config.simulation
+        self.sim = sim if sim is not None else SimulationConfig()
+        sim = self.sim
+        hours, minutes = (int(x) for x in sim.start_time.split(":"))
+        self.start_of_day_s = hours * 3600 + minutes * 60
+        self.elapsed_s = 0.0
+        strings: list[list[BatterySpec]] = []
+        bank_wh = 0.0
+        for s in config.strings:
+            specs = []
+            for b in s.batteries:
+                m = config.models[b.model]
+                o = sim.batteries.get(b.name)
+                specs.append(
+                    BatterySpec(
+                        name=b.name,
+                        chemistry=_SIM_CHEMISTRY[CHEMISTRY_FAMILY[m.chemistry]],
+                        capacity_ah=m.capacity_ah,
+                        nominal_voltage_v=m.nominal_voltage_v,
+                        internal_resistance_ohm=o.internal_resistance_ohm if o else None,
+                        cable_resistance_ohm=(
+                            o.cable_resistance_ohm
+                            if o is not None and o.cable_resistance_ohm is not None
+                            else 0.0005
+                        ),
+                        initial_soc_pct=(
+                            o.initial_soc_pct
+                            if o is not None and o.initial_soc_pct is not None
+                            else sim.initial_soc_pct
+                        ),
+                        capacity_factor=(
+                            o.capacity_factor
+                            if o is not None and o.capacity_factor is not None
+                            else 1.0
+                        ),
+                        temperature_c=(
+                            o.temperature_c
+                            if o is not None and o.temperature_c is not None
+                            else 25.0
+                        ),
+                    )
+                )
+            strings.append(specs)
+            bank_wh += min(sp.capacity_ah for sp in specs) * sum(
+                sp.nominal_voltage_v for sp in specs
+            )
+        self.physics = SimBank(strings, seed=sim.seed if seed is None else seed)
+        self.profile: Profile = (
+            profile_from_name("constant", power_w=sim.power_w)
+            if sim.profile == "constant"
+            else profile_from_name("solar-day", bank_wh=bank_wh)
+        )
+        family = CHEMISTRY_FAMILY[config.bank.chemistry]
+        nominal_cells = max(
+            sum(
+                round(config.models[b.model].nominal_voltage_v / CELL_NOMINAL_V[m.chemistry])
+                for b in s.batteries
+                for m in (config.models[b.model],)
+            )
+            for s in config.strings
+        )
+        self.charge_voltage_v = config.bank.charger_voltage_v or (
+            nominal_cells * _DEFAULT_CHARGE_V_PER_CELL[_SIM_CHEMISTRY[family]]
+        )
+        self.silent: set[str] = set()
+        self._faults: list[FaultConfig] = sorted(sim.faults, key=lambda f: f.at_s)
+        self._next_fault = 0
+        self.fault_log: list[tuple[float, FaultConfig]] = []
+
+    # --- time -------------------------------------------------------------------------------
+
+    @property
+    def time_of_day_s(self) -> float:
+        return self.start_of_day_s + self.elapsed_s
+
+    def advance(self, seconds: float) -> None:
+        """Run the bank forward, in physics steps of at most `step_s`, applying faults on time."""
+        end = self.elapsed_s + seconds
+        step = self.sim.step_s
+        while self.elapsed_s < end - 1e-9:
+            self._apply_faults()
+            dt = min(step, end - self.elapsed_s)
+            nxt = self._next_fault_at()
+            if nxt is not None and self.elapsed_s < nxt < self.elapsed_s + dt:
+                dt = nxt - self.elapsed_s
+            voltage = self.physics.voltage_v
+            demand_a = self.profile.demand_w(self.time_of_day_s) / max(voltage, 1.0)
+            self.physics.step(dt, demand_a, charge_voltage_v=self.charge_voltage_v)
+            self.elapsed_s += dt
+        self._apply_faults()
+
+    def _next_fault_at(self) -> float | None:
+        if self._next_fault < len(self._faults):
+            return self._faults[self._next_fault].at_s
+        return None
+
+    def _apply_faults(self) -> None:
+        while (
+            self._next_fault < len(self._faults)
+            and self._faults[self._next_fault].at_s <= self.elapsed_s + 1e-9
+        ):
+            fault = self._faults[self._next_fault]
+            self._next_fault += 1
+            self.apply(fault)
+
+    def apply(self, fault: FaultConfig) -> None:
+        self.fault_log.append((self.elapsed_s, fault))
+        if fault.kind == "cutoff":
+            self.physics.trip(fault.battery, Protection[fault.protection.upper()])
+        elif fault.kind == "silent":
+            self.silent.add(fault.battery)
+        else:
+            self.physics.reset(fault.battery)
+            self.silent.discard(fault.battery)
+
+    # --- the wire ---------------------------------------------------------------------------
+
+    def broadcasts(self, at: float = 0.0) -> list[Broadcast]:
+        """What every talking device sends now, by link."""
+        out: list[Broadcast] = []
+        for s in self.config.strings:
+            for b in s.batteries:
+                src = b.source
+                if src is None or b.name in self.silent or src.protocol not in _ENCODERS:
+                    continue
+                reading = self.physics.reading(b.name, at)
+                out.append(Broadcast(src.link, b.name, tuple(_ENCODERS[src.protocol](reading))))
+        src = self.config.bank.source
+        if src is not None and src.protocol in _ENCODERS:
+            reading = self.physics.bank_reading(at)
+            out.append(Broadcast(src.link, "bank", tuple(_ENCODERS[src.protocol](reading))))
+        return out
+
+    def can_links(self) -> dict[str, CanLinkConfig]:
+        """The CAN links some simulated device talks on."""
+        used = {b.source.link for _, b in self.config.batteries() if b.source is not None}
+        if self.config.bank.source is not None:
+            used.add(self.config.bank.source.link)
+        return {
+            name: link
+            for name, link in self.config.links.items()
+            if name in used and isinstance(link, CanLinkConfig)
+        }
+
+    def reading(self, name: str, at: float = 0.0) -> Reading:
+        return self.physics.reading(name, at)

@@ -1,0 +1,165 @@
+"""The simulator on real links: `bankwatch simulate CONFIG` and the demo's in-process bank.
+
+Each CAN link of the config is served the way the daemon will open it:
+- `socketcand` links: a socketcand server on the link's host and port (one server per
+  host:port, one channel per link), so `bankwatch run` in another process connects to it with
+  python-can's socketcand interface exactly as it would to a real socketcand on a Pi;
+- `virtual` links: python-can's in-process virtual bus (the demo);
+- anything else (socketcan, slcan) is real hardware the simulator cannot be: it says so.
+
+Physics runs on simulated time: every broadcast period (one simulated second, as a Pylontech
+master does) the bank is advanced and every talking battery's frames go out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import can
+
+from bankwatch.daemon.clock import Clock, ScaledClock, SystemClock
+from bankwatch.daemon.config import CanLinkConfig, Config
+from bankwatch.daemon.errors import LinkError
+from bankwatch.drivers.simulator.bank import BankSimulator
+from bankwatch.drivers.simulator.socketcand import SocketcandServer
+
+__all__ = ["SimulatorRunner", "serve"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[int, bytes], None]
+BROADCAST_PERIOD_S = 1.0
+
+
+class SimulatorRunner:
+    """Advances a BankSimulator on a clock and publishes its frames on the configured links."""
+
+    def __init__(self, config: Config, clock: Clock, *, period_s: float = BROADCAST_PERIOD_S):
+        self.sim = BankSimulator(config)
+        self.clock = clock
+        self.period_s = period_s
+        self.frames_sent = 0
+        self._publishers: dict[str, Publish] = {}
+        self._servers: list[SocketcandServer] = []
+        self._buses: list[can.BusABC] = []
+
+    async def open(self) -> None:
+        links = self.sim.can_links()
+        by_server: dict[tuple[str, int], list[tuple[str, CanLinkConfig]]] = {}
+        for name, link in links.items():
+            if link.interface == "socketcand":
+                assert link.host is not None and link.port is not None
+                by_server.setdefault((link.host, link.port), []).append((name, link))
+            elif link.interface == "virtual":
+                bus = can.Bus(interface="virtual", channel=link.channel)
+                self._buses.append(bus)
+                self._publishers[name] = _virtual_publisher(bus)
+            else:
+                raise LinkError(
+                    f"link {name}: the simulator serves socketcand and virtual CAN links, "
+                    f"not {link.interface!r} (that is real hardware)"
+                )
+        for (host, port), members in by_server.items():
+            server = SocketcandServer([link.channel for _, link in members], host, port)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise LinkError(f"cannot serve socketcand on {host}:{port}: {exc}") from exc
+            self._servers.append(server)
+            log.info(
+                "socketcand server on %s:%d serving %s",
+                host,
+                server.port,
+                ", ".join(link.channel for _, link in members),
+            )
+            for name, link in members:
+                self._publishers[name] = _socketcand_publisher(server, link.channel)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            await server.stop()
+        for bus in self._buses:
+            with contextlib.suppress(Exception):
+                bus.shutdown()
+
+    def publish_all(self) -> None:
+        at = self.clock.monotonic()
+        for bc in self.sim.broadcasts(at):
+            publish = self._publishers.get(bc.link)
+            if publish is None:
+                continue
+            for can_id, data in bc.frames:
+                publish(can_id, data)
+                self.frames_sent += 1
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Broadcast every period until cancelled or `duration_s` of simulated time passed."""
+        applied = 0
+        while duration_s is None or self.sim.elapsed_s < duration_s:
+            self.sim.advance(self.period_s)
+            for at, fault in self.sim.fault_log[applied:]:
+                log.warning(
+                    "simulator: t=%.0f s: %s on %s%s",
+                    at,
+                    fault.kind,
+                    fault.battery,
+                    f" ({fault.protection})" if fault.kind == "cutoff" else "",
+                )
+            applied = len(self.sim.fault_log)
+            self.publish_all()
+            await asyncio.sleep(self.period_s / self.clock.speed)
+
+
+def _virtual_publisher(bus: can.BusABC) -> Publish:
+    def publish(can_id: int, data: bytes) -> None:
+        bus.send(can.Message(arbitration_id=can_id, data=data, is_extended_id=can_id > 0x7FF))
+
+    return publish
+
+
+def _socketcand_publisher(server: SocketcandServer, channel: str) -> Publish:
+    def publish(can_id: int, data: bytes) -> None:
+        server.publish(channel, can_id, data, extended=can_id > 0x7FF)
+
+    return publish
+
+
+async def serve(
+    config: Config, *, duration_s: float | None = None, speed: float | None = None
+) -> int:
+    """`bankwatch simulate`: serve the bank until SIGTERM, Ctrl-C or the duration ends."""
+    from bankwatch.daemon.service import install_stop_signals
+
+    sim_speed = speed or (config.simulation.speed if config.simulation else 1.0)
+    clock: Clock = SystemClock() if sim_speed == 1.0 else ScaledClock(sim_speed)
+    runner = SimulatorRunner(config, clock)
+    await runner.open()
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    log.info(
+        "simulating bank %s: %d batteries, speed %gx%s",
+        config.bank.name,
+        len(runner.sim.physics.names),
+        sim_speed,
+        f", for {duration_s:g} s" if duration_s else "",
+    )
+    task = asyncio.create_task(runner.run(duration_s), name="simulator")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stopper):
+            t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+        await runner.close()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise LinkError(f"simulator failed: {task.exception()}")
+    log.info(
+        "simulator stopped after %.0f simulated s, %d frames",
+        runner.sim.elapsed_s,
+        runner.frames_sent,
+    )
+    return 0
