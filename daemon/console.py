@@ -7,6 +7,7 @@ command is useful in both places.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import TYPE_CHECKING, TextIO
 
@@ -48,40 +49,47 @@ def _state_word(b: BatteryState) -> str:
     return "idle"
 
 
-def _battery_line(prefix: str, b: BatteryState) -> str:
+def _columns(
+    label: str, volts: float | None, amps: float | None, soc: float | None, temp: float | None
+) -> str:
+    """One row of the table; bank, string and battery rows share the columns."""
+    return (
+        f"{label:<20.20}{_f(volts, '.2f', ' V'):>9} {_f(amps, '+.1f', ' A'):>9} "
+        f"{_f(soc, '.1f', ' %'):>7} {_f(temp, '.1f', ' °C'):>8}"
+    )
+
+
+def _battery_line(b: BatteryState) -> str:
     r = b.reading
     if r is None:
-        vals = f"{'—':>8} {'—':>8} {'—':>6} {'—':>7}"
+        row = _columns(f"    {b.name}", None, None, None, None)
     else:
-        vals = (
-            f"{_f(r.pack_voltage_v, '7.2f', 'V'):>8} {_f(r.current_a, '+7.1f', 'A'):>8} "
-            f"{_f(r.soc_pct, '5.1f', '%'):>6} {_f(r.temperature_c, '5.1f', '°C'):>7}"
-        )
-    return f"{prefix}{b.name:<12.12} {vals}  {_state_word(b)}"
+        row = _columns(f"    {b.name}", r.pack_voltage_v, r.current_a, r.soc_pct, r.temperature_c)
+    return f"{row}  {_state_word(b)}"
 
 
 def render(
     state: BankState, alerts: list[Alert], links: list[tuple[str, str]], clock: str
 ) -> list[str]:
     """The view as lines, none wider than WIDTH."""
+    energy = fmt_energy(state.energy_wh) if state.energy_wh is not None else "—"
+    power = _f(state.power_w, "+.0f", " W")
     lines = [
         f"bankwatch · {state.name} · {clock}",
-        (
-            f"bank  {_f(state.voltage_v, '.2f', ' V')}  {_f(state.current_a, '+.1f', ' A')}  "
-            f"{_f(state.power_w, '+.0f', ' W')}  SOC {_f(state.soc_pct, '.1f', ' %')}  "
-            f"energy {fmt_energy(state.energy_wh) if state.energy_wh is not None else '—'}"
-        ),
-        f"{'':4}{'':13}{'voltage':>8} {'current':>8} {'SOC':>6} {'temp':>7}  state",
+        "",
+        f"{'':20}{'voltage':>9} {'current':>9} {'SOC':>7} {'temp':>8}  state",
+        f"{_columns(f'bank {state.name}', state.voltage_v, state.current_a, state.soc_pct, None)}"
+        f"  {power}, {energy} left",
     ]
     for s in state.strings:
         lines.append(
-            f"  string {s.name:<8.8} {_f(s.voltage_v, '.2f', ' V'):>9} "
-            f"{_f(s.current_a, '+.1f', ' A'):>9}  SOC {_f(s.soc_pct, '.1f', ' %')}  "
-            f"{s.live}/{len(s.batteries)} live"
+            f"{_columns(f'  string {s.name}', s.voltage_v, s.current_a, s.soc_pct, None)}"
+            f"  {s.live}/{len(s.batteries)} live"
         )
         for b in s.batteries:
-            lines.append(_battery_line("    ", b))
+            lines.append(_battery_line(b))
     down = [f"{n} {st}" for n, st in links if st != "up"]
+    lines.append("")
     lines.append(
         f"links: {len(links) - len(down)}/{len(links)} up"
         + (f" ({', '.join(down)})" if down else "")
@@ -89,7 +97,15 @@ def render(
     if alerts:
         lines.append(f"active alerts ({len(alerts)}):")
         for a in alerts:
-            lines.append(f"  {a.severity.upper():8} {a.kind:<10} {a.message}")
+            # Wrapped, not cut: the message is the part a person needs.
+            lines.extend(
+                textwrap.wrap(
+                    a.message,
+                    WIDTH,
+                    initial_indent=f"  {a.severity.upper():8} {a.kind:<10} ",
+                    subsequent_indent=" " * 23,
+                )
+            )
     else:
         lines.append("no active alerts")
     return [_clip(line) for line in lines]

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,7 +29,7 @@ import can
 
 from bankwatch.daemon.clock import Clock
 from bankwatch.daemon.config import CanLinkConfig
-from bankwatch.daemon.errors import LinkError
+from bankwatch.daemon.errors import FrameError, LinkError
 
 __all__ = ["CanLink", "FrameHandler", "LinkStatus", "open_bus"]
 
@@ -37,6 +39,12 @@ FrameHandler = Callable[[int, bytes, bool, float], None]
 LinkStateName = Literal["starting", "up", "silent", "down"]
 
 _OPEN_TIMEOUT_S = 5.0
+# What a Pi owner should do about the errors SocketCAN gives most often.
+_HINTS = {
+    errno.EAFNOSUPPORT: " (this kernel has no SocketCAN; on a Pi, enable the CAN HAT overlay)",
+    errno.ENODEV: " (no such interface: check the HAT overlay and `ip link show`)",
+    errno.ENETDOWN: " (the interface is down: `ip link set can0 up type can bitrate 500000`)",
+}
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
@@ -48,6 +56,7 @@ class LinkStatus:
     detail: str
     frames: int
     error_frames: int
+    bad_frames: int
     reopens: int
     last_frame_age_s: float | None
 
@@ -88,7 +97,8 @@ async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> c
     except TimeoutError as exc:
         raise LinkError(f"CAN {config.interface} {config.channel}: open timed out") from exc
     except (can.CanError, OSError, ValueError, ImportError) as exc:
-        raise LinkError(f"CAN {config.interface} {config.channel}: {exc}") from exc
+        hint = _HINTS.get(getattr(exc, "errno", None) or 0, "")
+        raise LinkError(f"CAN {config.interface} {config.channel}: {exc}{hint}") from exc
     return bus
 
 
@@ -121,6 +131,9 @@ class CanLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bus: can.BusABC | None = None
         self._failure: str | None = None
+        self.bad_frames = 0
+        self._recent: deque[tuple[int, bytes]] = deque(maxlen=8)
+        self._last_bad_log: float | None = None
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -133,6 +146,7 @@ class CanLink:
             self._detail,
             self.frames,
             self.error_frames,
+            self.bad_frames,
             self.reopens,
             age,
         )
@@ -183,24 +197,48 @@ class CanLink:
             self._scheduled = False
         now = self._clock.monotonic()
         handler = self._on_frame
+        recent = self._recent
+        heard = False
         for msg in batch:
             if msg.is_error_frame:
                 self.error_frames += 1
                 continue
+            heard = True
             self.frames += 1
+            data = bytes(msg.data)
+            recent.append((msg.arbitration_id, data))
             try:
-                handler(msg.arbitration_id, bytes(msg.data), msg.is_extended_id, now)
+                handler(msg.arbitration_id, data, msg.is_extended_id, now)
+            except FrameError as exc:
+                self._bad_frame(now, exc)
             except Exception:
                 # A decoder bug must not kill the link; it is logged with the frame.
                 log.exception(
                     "link %s: handling frame %X#%s failed",
                     self.name,
                     msg.arbitration_id,
-                    bytes(msg.data).hex().upper(),
+                    data.hex().upper(),
                 )
+        if not heard:
+            return
         self.last_frame_at = now
         if self._state != "up":
             self._set_state("up", f"{self.config.interface} {self.config.channel}")
+
+    def _bad_frame(self, now: float, exc: FrameError) -> None:
+        """Count every bad frame; log one with the link's recent traffic at most every 10 s."""
+        self.bad_frames += 1
+        if self._last_bad_log is not None and now - self._last_bad_log < 10.0:
+            return
+        self._last_bad_log = now
+        traffic = " ".join(f"{i:03X}#{d.hex().upper()}" for i, d in self._recent)
+        log.warning(
+            "link %s: bad frame (%d so far): %s; recent frames: %s",
+            self.name,
+            self.bad_frames,
+            exc,
+            traffic,
+        )
 
     # --- the supervisor ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from bankwatch.daemon.config import (
     FaultConfig,
     SimulationConfig,
 )
+from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.model import Protection, Reading
 from bankwatch.drivers import pylontech_can
 from bankwatch.drivers.simulator.physics import BatterySpec, SimBank
@@ -109,6 +110,15 @@ class BankSimulator:
             nominal_cells * _DEFAULT_CHARGE_V_PER_CELL[_SIM_CHEMISTRY[family]]
         )
         self.silent: set[str] = set()
+        for fault in sim.faults:
+            battery_model = config.models[
+                next(b.model for _, b in config.batteries() if b.name == fault.battery)
+            ]
+            if fault.kind == "cutoff" and CHEMISTRY_FAMILY[battery_model.chemistry] == "lead-acid":
+                raise ConfigError(
+                    "<simulation>",
+                    [f"simulation.faults: {fault.battery} is lead-acid: it has no BMS to cut off"],
+                )
         self._faults: list[FaultConfig] = sorted(sim.faults, key=lambda f: f.at_s)
         self._next_fault = 0
         self.fault_log: list[tuple[float, FaultConfig]] = []

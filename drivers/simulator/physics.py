@@ -308,7 +308,6 @@ class _Battery:
         "cell_min_v",
         "cell_v",
         "charge_on",
-        "chem",
         "current_a",
         "cycles0",
         "d_max",
@@ -379,7 +378,6 @@ class _Battery:
         self.spec = spec
         self.name = spec.name
         self.string = string
-        self.chem = chem
         self.grid = chem.grid
         self.bms = chem.bms
         self.n = n
@@ -390,7 +388,7 @@ class _Battery:
         self.capacity_factor = 1.0
         self.full_ah = spec.capacity_ah
         self.set_capacity_factor(spec.capacity_factor)
-        # Without a BMS nothing limits current; inf keeps the comparisons branch-free.
+        # Without a BMS nothing limits current; inf makes every over-current test false.
         lithium = chem.bms is not None
         self.max_charge_a = float(
             spec.max_charge_current_a
@@ -777,8 +775,8 @@ def _solve_node(emf: list[float], g: list[float], mode: list[int], target_a: flo
 
 class SimBank:
     """A series-parallel bank: `strings` are connected in parallel, the batteries of a string in
-    series. `ambient_c` is the air the batteries cool toward; `seed` fixes the cell offsets and
-    sensor offsets, the only randomness there is."""
+    series. `ambient_c` is the air the batteries cool toward (an attribute: a scenario may change
+    it between steps); `seed` fixes the cell and sensor offsets, the only randomness there is."""
 
     def __init__(
         self,
