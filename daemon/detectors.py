@@ -216,6 +216,18 @@ Detector = Callable[[BankState, float], list[Condition]]
 DETECTORS: tuple[Detector, ...] = (detect_cutoff,)
 
 
+def _alert(cond: Condition, raised_at: float) -> Alert:
+    return Alert(
+        id=cond.key,
+        kind=cond.kind,
+        subject=cond.subject,
+        severity=cond.severity,
+        message=cond.message,
+        evidence=cond.evidence,
+        raised_at=raised_at,
+    )
+
+
 @dataclass(slots=True)
 class _Pending:
     first_seen: float
@@ -243,29 +255,13 @@ class AlertTracker:
                 pending.condition = cond
                 if now - pending.first_seen >= self.raise_after_s:
                     del self._pending[key]
-                    alert = Alert(
-                        id=key,
-                        kind=cond.kind,
-                        subject=cond.subject,
-                        severity=cond.severity,
-                        message=cond.message,
-                        evidence=cond.evidence,
-                        raised_at=now,
-                    )
+                    alert = _alert(cond, raised_at=now)
                     self.active[key] = alert
                     events.append(AlertEvent("raised", alert, now))
             elif alert.severity != cond.severity or alert.message != cond.message:
                 # Evidence values move every tick; only a change a person would care about
                 # (severity, or what the message says) is an update.
-                alert = Alert(
-                    id=key,
-                    kind=cond.kind,
-                    subject=cond.subject,
-                    severity=cond.severity,
-                    message=cond.message,
-                    evidence=cond.evidence,
-                    raised_at=alert.raised_at,
-                )
+                alert = _alert(cond, raised_at=alert.raised_at)
                 self.active[key] = alert
                 events.append(AlertEvent("updated", alert, now))
         for key in list(self._pending):

@@ -6,6 +6,7 @@ same object drives the live demo, `bankwatch simulate` and tests that run days i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bankwatch.daemon.config import (
     CELL_NOMINAL_V,
@@ -57,34 +58,18 @@ class BankSimulator:
             specs = []
             for b in s.batteries:
                 m = config.models[b.model]
+                # The [simulation.batteries.NAME] fields are named as BatterySpec's.
+                overrides: dict[str, Any] = {"initial_soc_pct": sim.initial_soc_pct}
                 o = sim.batteries.get(b.name)
+                if o is not None:
+                    overrides.update(o.model_dump(exclude_none=True))
                 specs.append(
                     BatterySpec(
                         name=b.name,
                         chemistry=_SIM_CHEMISTRY[CHEMISTRY_FAMILY[m.chemistry]],
                         capacity_ah=m.capacity_ah,
                         nominal_voltage_v=m.nominal_voltage_v,
-                        internal_resistance_ohm=o.internal_resistance_ohm if o else None,
-                        cable_resistance_ohm=(
-                            o.cable_resistance_ohm
-                            if o is not None and o.cable_resistance_ohm is not None
-                            else 0.0005
-                        ),
-                        initial_soc_pct=(
-                            o.initial_soc_pct
-                            if o is not None and o.initial_soc_pct is not None
-                            else sim.initial_soc_pct
-                        ),
-                        capacity_factor=(
-                            o.capacity_factor
-                            if o is not None and o.capacity_factor is not None
-                            else 1.0
-                        ),
-                        temperature_c=(
-                            o.temperature_c
-                            if o is not None and o.temperature_c is not None
-                            else 25.0
-                        ),
+                        **overrides,
                     )
                 )
             strings.append(specs)
