@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["WIDTH", "ConsoleView", "render"]
 
 WIDTH = 100
+# The numbers and the state word take 48 columns; the name gets the rest.
+_MAX_LABEL = WIDTH - 48
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -50,44 +52,67 @@ def _state_word(b: BatteryState) -> str:
 
 
 def _columns(
-    label: str, volts: float | None, amps: float | None, soc: float | None, temp: float | None
+    label: str,
+    width: int,
+    volts: float | None,
+    amps: float | None,
+    soc: float | None,
+    temp: float | None,
 ) -> str:
     """One row of the table; bank, string and battery rows share the columns."""
     return (
-        f"{label:<20.20}{_f(volts, '.2f', ' V'):>9} {_f(amps, '+.1f', ' A'):>9} "
+        f"{label:<{width}.{width}}{_f(volts, '.2f', ' V'):>9} {_f(amps, '+.1f', ' A'):>9} "
         f"{_f(soc, '.1f', ' %'):>7} {_f(temp, '.1f', ' °C'):>8}"
     )
 
 
-def _battery_line(b: BatteryState) -> str:
+def _battery_line(b: BatteryState, width: int) -> str:
     r = b.reading
+    label = f"    {b.name}"
     if r is None:
-        row = _columns(f"    {b.name}", None, None, None, None)
+        row = _columns(label, width, None, None, None, None)
     else:
-        row = _columns(f"    {b.name}", r.pack_voltage_v, r.current_a, r.soc_pct, r.temperature_c)
+        row = _columns(label, width, r.pack_voltage_v, r.current_a, r.soc_pct, r.temperature_c)
     return f"{row}  {_state_word(b)}"
+
+
+def _wrap(text: str, prefix: str, indent: int | None = None) -> list[str]:
+    """An alert line: wrapped at WIDTH under its prefix, names never split at hyphens."""
+    return textwrap.wrap(
+        text,
+        WIDTH,
+        initial_indent=prefix,
+        subsequent_indent=" " * (len(prefix) if indent is None else indent),
+        break_on_hyphens=False,
+    )
 
 
 def render(
     state: BankState, alerts: list[Alert], links: list[tuple[str, str]], clock: str
 ) -> list[str]:
     """The view as lines, none wider than WIDTH."""
+    labels = [f"bank {state.name}"]
+    labels += [f"  string {s.name}" for s in state.strings]
+    labels += [f"    {b.name}" for b in state.batteries()]
+    # Names in full where they fit: a rack of "shelf1-module-01"s must stay tellable apart.
+    width = min(max(20, max(len(x) for x in labels) + 1), _MAX_LABEL)
     energy = fmt_energy(state.energy_wh) if state.energy_wh is not None else "—"
     power = _f(state.power_w, "+.0f", " W")
+    bank_label = f"bank {state.name}"
     lines = [
         f"bankwatch · {state.name} · {clock}",
         "",
-        f"{'':20}{'voltage':>9} {'current':>9} {'SOC':>7} {'temp':>8}  state",
-        f"{_columns(f'bank {state.name}', state.voltage_v, state.current_a, state.soc_pct, None)}"
+        f"{'':{width}}{'voltage':>9} {'current':>9} {'SOC':>7} {'temp':>8}  state",
+        f"{_columns(bank_label, width, state.voltage_v, state.current_a, state.soc_pct, None)}"
         f"  {power}, {energy} left",
     ]
     for s in state.strings:
         lines.append(
-            f"{_columns(f'  string {s.name}', s.voltage_v, s.current_a, s.soc_pct, None)}"
+            f"{_columns(f'  string {s.name}', width, s.voltage_v, s.current_a, s.soc_pct, None)}"
             f"  {s.live}/{len(s.batteries)} live"
         )
         for b in s.batteries:
-            lines.append(_battery_line(b))
+            lines.append(_battery_line(b, width))
     down = [f"{n} {st}" for n, st in links if st != "up"]
     lines.append("")
     lines.append(
@@ -97,15 +122,7 @@ def render(
     if alerts:
         lines.append(f"active alerts ({len(alerts)}):")
         for a in alerts:
-            # Wrapped, not cut: the message is the part a person needs.
-            lines.extend(
-                textwrap.wrap(
-                    a.message,
-                    WIDTH,
-                    initial_indent=f"  {a.severity.upper():8} {a.kind:<10} ",
-                    subsequent_indent=" " * 23,
-                )
-            )
+            lines.extend(_wrap(a.message, f"  {a.severity.upper():8} {a.kind:<10} "))
     else:
         lines.append("no active alerts")
     return [_clip(line) for line in lines]
@@ -133,10 +150,8 @@ class ConsoleView:
             return
         for ev in events:
             a = ev.alert
-            self.out.write(
-                f"[{_clock_text(monitor)}] alert {ev.event}: {a.severity} {a.kind} "
-                f"{a.subject}: {a.message}\n"
-            )
+            prefix = f"[{_clock_text(monitor)}] alert {ev.event}: {a.severity} {a.kind} "
+            self.out.write("\n".join(_wrap(f"{a.subject}: {a.message}", prefix, 4)) + "\n")
         if self._last_line_at is None or state.at - self._last_line_at >= self.every_s:
             self._last_line_at = state.at
             self.out.write(f"[{_clock_text(monitor)}] {status_line(state, monitor)}\n")

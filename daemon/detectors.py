@@ -113,7 +113,10 @@ def _cutoff_state(r: Reading) -> tuple[list[str], list[str]] | None:
 
 def _impact(state: BankState, string: StringState, opened: list[str]) -> str:
     """What the cutoff means for the bank, in words."""
-    if "discharge" not in opened and opened:
+    if not opened:
+        # A protection flag with both switches closed: current still flows, nothing is lost yet.
+        return "its switches are still closed"
+    if "discharge" not in opened:
         return "it cannot take charge"
     n = len(state.strings)
     cap_total = sum(s.node.capacity_ah for s in state.strings)

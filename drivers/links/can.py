@@ -90,16 +90,32 @@ async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> c
         assert config.host is not None and config.port is not None
         await _probe_tcp(config.host, config.port, timeout)
     kwargs = _bus_kwargs(config)
+    opening = asyncio.get_running_loop().run_in_executor(None, lambda: can.Bus(**kwargs))
     try:
-        bus: can.BusABC = await asyncio.wait_for(
-            asyncio.to_thread(lambda: can.Bus(**kwargs)), timeout
-        )
+        bus: can.BusABC = await asyncio.wait_for(asyncio.shield(opening), timeout)
     except TimeoutError as exc:
+        # The open goes on in its thread; a bus that turns up after we gave up is closed.
+        opening.add_done_callback(_shutdown_late)
         raise LinkError(f"CAN {config.interface} {config.channel}: open timed out") from exc
     except (can.CanError, OSError, ValueError, ImportError) as exc:
         hint = _HINTS.get(getattr(exc, "errno", None) or 0, "")
-        raise LinkError(f"CAN {config.interface} {config.channel}: {exc}{hint}") from exc
+        raise LinkError(
+            f"CAN {config.interface} {config.channel}: {_first_line(exc)}{hint}"
+        ) from exc
     return bus
+
+
+def _shutdown_late(opening: asyncio.Future[can.BusABC]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    with contextlib.suppress(Exception):
+        opening.result().shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    """python-can puts whole tracebacks into some messages; a log line wants the first line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class CanLink:
@@ -174,7 +190,9 @@ class CanLink:
                 msg = bus.recv(timeout=0.2)
             except Exception as exc:  # a library error of any kind ends this bus, not the daemon
                 log.debug("link %s: receive failed: %s", self.name, exc)
-                loop.call_soon_threadsafe(self._reader_failed, f"receive failed: {exc}")
+                loop.call_soon_threadsafe(
+                    self._reader_failed, f"receive failed: {_first_line(exc)}"
+                )
                 return
             if msg is None:
                 continue
@@ -275,11 +293,15 @@ class CanLink:
             thread.start()
             try:
                 reason = await self._watch(opened_at)
+                decided_at = self._clock.monotonic()
             finally:
                 stop.set()
                 self._bus = None
                 await asyncio.to_thread(self._close, bus, thread)
-            self._set_state("silent" if reason.startswith("no frame") else "down", reason)
+            # Frames that came in while the bus was closing mean it is talking again: stay up
+            # and reopen, rather than flapping up → silent → up.
+            if self.last_frame_at is None or self.last_frame_at < decided_at:
+                self._set_state("silent" if reason.startswith("no frame") else "down", reason)
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
                 backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
