@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from bankwatch.daemon.config import Config, load_config, parse_config
-from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError
+from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import Topology
@@ -126,16 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
-    p.add_argument("--config", help="a config with [simulation] (default: built-in 48 V bank)")
-    p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m, 2h)")
-    p.add_argument("--speed", type=_positive, help="simulated seconds per real second")
+    p.add_argument(
+        "--config",
+        help="a bank config; its [simulation] section, if any, sets profile and faults "
+        "(default: the built-in 48 V 4S2P bank)",
+    )
+    p.add_argument(
+        "--duration",
+        type=_duration,
+        help="stop after this much bank time (90, 30m, 2h; at --speed 1 that is wall time)",
+    )
+    p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="serve a simulated bank on real links for `run`")
     p.add_argument("config", help="the bank's config; its [simulation] section drives physics")
-    p.add_argument("--duration", type=_duration, help="stop after this long")
-    p.add_argument("--speed", type=_positive, help="simulated seconds per real second")
+    p.add_argument(
+        "--duration", type=_duration, help="stop after this much bank time (90, 30m, 2h)"
+    )
+    p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
@@ -158,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.INFO)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"bankwatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FrameError as exc:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -242,13 +242,13 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    problems = [_with_line(p, k, text) for p, k in _cross_check(data)]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _describe(exc, text)) from None
-    problems = _cross_check(config)
+        raise ConfigError(source, _describe(exc, text) + problems) from None
     if problems:
-        raise ConfigError(source, [_with_line(p, k, text) for p, k in problems])
+        raise ConfigError(source, problems)
     return config
 
 
@@ -302,66 +302,92 @@ def _with_line(problem: str, key: str | None, text: str) -> str:
     return problem
 
 
-def _cross_check(config: Config) -> list[tuple[str, str | None]]:
-    """References between sections: what pydantic cannot see one model at a time."""
+def _table(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cross_check(data: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """References between sections: what pydantic cannot see one model at a time.
+
+    Works on the raw TOML data, defensively, so that it can run even when the schema check
+    failed and every problem is reported in one pass.
+    """
     problems: list[tuple[str, str | None]] = []
+    links = _table(data.get("links"))
+    models = _table(data.get("models"))
     seen_strings: set[str] = set()
     seen_batteries: set[str] = set()
 
-    def check_source(src: SourceConfig, where: str) -> None:
-        link = config.links.get(src.link)
-        info = PROTOCOLS.get(src.protocol)
+    def check_source(src: dict[str, Any], where: str) -> None:
+        link_name, protocol = src.get("link"), src.get("protocol")
+        if not isinstance(link_name, str) or not isinstance(protocol, str):
+            return  # the schema check reports the missing or mistyped key
+        link = links.get(link_name)
+        info = PROTOCOLS.get(protocol)
         if link is None:
-            known = ", ".join(sorted(config.links)) or "none are defined"
-            problems.append((f"{where}.link: no link named {src.link!r} (links: {known})", None))
+            known = ", ".join(sorted(links)) or "none are defined"
+            problems.append((f"{where}.link: no link named {link_name!r} (links: {known})", None))
         if info is None:
             known = ", ".join(sorted(PROTOCOLS))
             problems.append(
-                (f"{where}.protocol: unknown protocol {src.protocol!r} (known: {known})", None)
+                (f"{where}.protocol: unknown protocol {protocol!r} (known: {known})", None)
             )
-        if link is not None and info is not None and link.type != info.link_kind:
+        link_type = _table(link).get("type")
+        if info is not None and link_type in ("can", "serial") and link_type != info.link_kind:
             problems.append(
                 (
-                    f"{where}: protocol {src.protocol!r} runs on a {info.link_kind} link, "
-                    f"but link {src.link!r} is {link.type}",
+                    f"{where}: protocol {protocol!r} runs on a {info.link_kind} link, "
+                    f"but link {link_name!r} is {link_type}",
                     None,
                 )
             )
-        if info is not None and info.addressing == "addressed" and src.address is None:
-            problems.append((f"{where}.address: protocol {src.protocol!r} needs an address", None))
+        if info is not None and info.addressing == "addressed" and src.get("address") is None:
+            problems.append((f"{where}.address: protocol {protocol!r} needs an address", None))
 
-    for si, string in enumerate(config.strings):
-        if string.name in seen_strings:
-            problems.append((f"strings[{si}].name: string {string.name!r} defined twice", None))
-        seen_strings.add(string.name)
-        for bi, battery in enumerate(string.batteries):
+    for si, string in enumerate(_array(data.get("strings"))):
+        string = _table(string)
+        name = string.get("name")
+        if isinstance(name, str):
+            if name in seen_strings:
+                problems.append((f"strings[{si}].name: string {name!r} defined twice", None))
+            seen_strings.add(name)
+        for bi, battery in enumerate(_array(string.get("batteries"))):
+            battery = _table(battery)
             where = f"strings[{si}].batteries[{bi}]"
-            if battery.name in seen_batteries:
-                problems.append((f"{where}.name: battery {battery.name!r} defined twice", None))
-            seen_batteries.add(battery.name)
-            if battery.model not in config.models:
-                known = ", ".join(sorted(config.models)) or "none are defined"
+            bname, model = battery.get("name"), battery.get("model")
+            if isinstance(bname, str):
+                if bname in seen_batteries:
+                    problems.append((f"{where}.name: battery {bname!r} defined twice", None))
+                seen_batteries.add(bname)
+            if isinstance(model, str) and model not in models:
+                known = ", ".join(sorted(models)) or "none are defined"
                 problems.append(
-                    (f"{where}.model: no model named {battery.model!r} (models: {known})", None)
+                    (f"{where}.model: no model named {model!r} (models: {known})", None)
                 )
-            if battery.source is not None:
-                check_source(battery.source, f"{where}.source")
-    if config.bank.source is not None:
-        check_source(config.bank.source, "bank.source")
+            if isinstance(battery.get("source"), dict):
+                check_source(battery["source"], f"{where}.source")
+    bank_source = _table(data.get("bank")).get("source")
+    if isinstance(bank_source, dict):
+        check_source(bank_source, "bank.source")
 
-    if config.simulation is not None:
-        for name in config.simulation.batteries:
-            if name not in seen_batteries:
-                problems.append(
-                    (f"simulation.batteries.{name}: no battery named {name!r} in the bank", name)
+    simulation = _table(data.get("simulation"))
+    for name in _table(simulation.get("batteries")):
+        if name not in seen_batteries:
+            problems.append(
+                (f"simulation.batteries.{name}: no battery named {name!r} in the bank", name)
+            )
+    for fi, fault in enumerate(_array(simulation.get("faults"))):
+        battery_name = _table(fault).get("battery")
+        if isinstance(battery_name, str) and battery_name not in seen_batteries:
+            problems.append(
+                (
+                    f"simulation.faults[{fi}].battery: no battery named "
+                    f"{battery_name!r} in the bank",
+                    None,
                 )
-        for fi, fault in enumerate(config.simulation.faults):
-            if fault.battery not in seen_batteries:
-                problems.append(
-                    (
-                        f"simulation.faults[{fi}].battery: no battery named "
-                        f"{fault.battery!r} in the bank",
-                        None,
-                    )
-                )
+            )
     return problems

@@ -7,8 +7,11 @@ command is useful in both places.
 
 from __future__ import annotations
 
+import logging
 import textwrap
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 from bankwatch.daemon.detectors import Alert, AlertEvent
@@ -132,29 +135,72 @@ def _clip(line: str) -> str:
     return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
 
 
-class ConsoleView:
-    """A sink that shows the bank to a person."""
+class _RecentLogs(logging.Handler):
+    """Keeps the last few log records so the live view can show them instead of letting them
+    tear the screen."""
 
-    def __init__(self, out: TextIO, *, live: bool | None = None, every_s: float = 10.0) -> None:
+    def __init__(self, keep: int = 5) -> None:
+        super().__init__(logging.INFO)
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record).splitlines()[0])
+
+
+class ConsoleView:
+    """A sink that shows the bank to a person.
+
+    `clock_text` says what time to show (the demo shows its bank's time of day); the default is
+    the monitor clock's wall time.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        live: bool | None = None,
+        every_s: float = 10.0,
+        clock_text: Callable[[], str] | None = None,
+    ) -> None:
         self.out = out
         self.live = out.isatty() if live is None else live
         self.every_s = every_s
+        self._clock_text = clock_text
         self._last_line_at: float | None = None
+        self._logs: _RecentLogs | None = None
+
+    def capture_logs(self) -> None:
+        """While the view is live, log records go into it instead of to stderr."""
+        if not self.live or self._logs is not None:
+            return
+        self._logs = _RecentLogs()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(self._logs)
+
+    def _clock(self, monitor: Monitor) -> str:
+        if self._clock_text is not None:
+            return self._clock_text()
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(monitor.clock.wall()))
 
     def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
+        clock = self._clock(monitor)
         if self.live:
-            clock = _clock_text(monitor)
             lines = render(state, monitor.tracker.sorted_active(), _links(monitor), clock)
+            if self._logs is not None and self._logs.lines:
+                lines += ["", "recent log:"] + [_clip(f"  {x}") for x in self._logs.lines]
             self.out.write(_CLEAR + "\n".join(lines) + "\n")
             self.out.flush()
             return
         for ev in events:
             a = ev.alert
-            prefix = f"[{_clock_text(monitor)}] alert {ev.event}: {a.severity} {a.kind} "
+            prefix = f"[{clock}] alert {ev.event}: {a.severity} {a.kind} "
             self.out.write("\n".join(_wrap(f"{a.subject}: {a.message}", prefix, 4)) + "\n")
         if self._last_line_at is None or state.at - self._last_line_at >= self.every_s:
             self._last_line_at = state.at
-            self.out.write(f"[{_clock_text(monitor)}] {status_line(state, monitor)}\n")
+            self.out.write(_clip(f"[{clock}] {status_line(state, monitor)}") + "\n")
         self.out.flush()
 
 
@@ -169,7 +215,3 @@ def status_line(state: BankState, monitor: Monitor) -> str:
 
 def _links(monitor: Monitor) -> list[tuple[str, str]]:
     return [(s.name, s.state) for s in monitor.link_statuses()]
-
-
-def _clock_text(monitor: Monitor) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(monitor.clock.wall()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bankwatch.daemon.errors import FrameError
+from bankwatch.daemon.errors import FrameError, UsageError
 from bankwatch.daemon.model import Reading, merge_readings
 from bankwatch.drivers import pylontech_can
 from bankwatch.drivers.registry import PROTOCOLS
@@ -39,10 +39,10 @@ def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
     info = PROTOCOLS.get(protocol)
     if info is None:
         known = ", ".join(sorted(PROTOCOLS))
-        raise FrameError(f"unknown protocol {protocol!r} (known: {known})")
+        raise UsageError(f"unknown protocol {protocol!r} (known: {known})")
     decoder = _CAN_DECODERS.get(protocol)
     if decoder is None:
-        raise FrameError(f"protocol {protocol!r} has no frame decoder yet")
+        raise UsageError(f"protocol {protocol!r} has no frame decoder yet")
     reading = Reading()
     for text in frames:
         can_id, data, extended = parse_candump(text)

@@ -76,13 +76,16 @@ async def run_demo(
     clock = ScaledClock(sim_speed)
     counter = _Counter()
     sinks: list[Sink] = [counter]
-    sinks.append(JsonAlertSink(out) if json_out else ConsoleView(out))
-    # The live view is the output; log lines would tear it.
-    if not json_out and out.isatty():
-        logging.getLogger().setLevel(logging.ERROR)
+    if json_out:
+        sinks.append(JsonAlertSink(out))
     runner = SimulatorRunner(config, clock)
     await runner.open()
+    if not json_out:
+        sinks.append(ConsoleView(out, clock_text=lambda: _bank_time(runner, sim_speed)))
     monitor = Monitor(config, clock, sinks)
+    for sink in sinks:
+        if isinstance(sink, ConsoleView):
+            sink.capture_logs()
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:
@@ -122,6 +125,13 @@ async def run_demo(
         )
     out.flush()
     return 0
+
+
+def _bank_time(runner: SimulatorRunner, speed: float) -> str:
+    """The simulated bank's day and time, which is what the demo's profile follows."""
+    t = int(runner.sim.time_of_day_s)
+    day, rest = divmod(t, 86400)
+    return f"day {day + 1} {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d} ×{speed:g}"
 
 
 async def _wait_or_stop(stop: asyncio.Event, duration_s: float) -> None:

@@ -112,22 +112,32 @@ def _cutoff_state(r: Reading) -> tuple[list[str], list[str]] | None:
 
 
 def _impact(state: BankState, string: StringState, opened: list[str]) -> str:
-    """What the cutoff means for the bank, in words."""
+    """What the cutoff means for the bank, in words.
+
+    A series string is only as open as its most-open battery; in a parallel bank a lone
+    battery's branch goes with it. Only the direction that is blocked is lost: a string whose
+    discharge switch is open still takes charge (through the switch's body diode).
+    """
     if not opened:
         # A protection flag with both switches closed: current still flows, nothing is lost yet.
         return "its switches are still closed"
-    if "discharge" not in opened:
-        return "it cannot take charge"
     n = len(state.strings)
     cap_total = sum(s.node.capacity_ah for s in state.strings)
     cap_left = cap_total - string.node.capacity_ah
+    part = f"string {string.name}" if len(string.batteries) > 1 else f"branch {string.name}"
     if n == 1:
-        return "the bank's only string is down: no power"
-    if len(string.batteries) > 1:
-        what = f"string {string.name} is down (series)"
-    else:
-        what = f"branch {string.name} is lost"
-    return f"{what}: the bank runs on {n - 1} of {n} strings, {cap_left:g} of {cap_total:g} Ah"
+        if len(opened) == 2:
+            return "the bank's only string is down: no power in or out"
+        if "discharge" in opened:
+            return "the bank's only string cannot discharge: no power for the loads"
+        return "the bank's only string cannot take charge"
+    rest = f"{n - 1} of {n} strings, {cap_left:g} of {cap_total:g} Ah"
+    if len(opened) == 2:
+        gone = "down" if len(string.batteries) > 1 else "lost"
+        return f"{part} is {gone}: the bank runs on {rest}"
+    if "discharge" in opened:
+        return f"{part} cannot discharge: loads run on {rest}"
+    return f"{part} cannot take charge: charging goes to {rest}"
 
 
 def detect_cutoff(state: BankState, now: float) -> list[Condition]:

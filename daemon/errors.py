@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "FrameError",
     "LinkError",
+    "UsageError",
 ]
 
 
@@ -35,3 +36,7 @@ class FrameError(BankwatchError):
 
 class LinkError(BankwatchError):
     """A link (CAN bus, serial line) could not be opened or failed while in use."""
+
+
+class UsageError(BankwatchError):
+    """The command line asks for something that does not exist (an unknown protocol name)."""

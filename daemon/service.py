@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Protocol, TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 from bankwatch.daemon.clock import Clock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config
@@ -32,7 +32,15 @@ from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.links.can import CanLink, LinkStatus
 from bankwatch.drivers.registry import PROTOCOLS, CanDriver
 
-__all__ = ["AlertLogSink", "JsonAlertSink", "Monitor", "Sink", "run_daemon"]
+__all__ = [
+    "AlertLogSink",
+    "JsonAlertSink",
+    "Monitor",
+    "RunningSink",
+    "Sink",
+    "install_stop_signals",
+    "run_daemon",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,14 @@ class Sink(Protocol):
     per tick; must not block (a slow sink queues and does its I/O in its own task)."""
 
     def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None: ...
+
+
+@runtime_checkable
+class RunningSink(Sink, Protocol):
+    """A sink with I/O of its own (a broker, a database): `run` is its task in the daemon's
+    task group, draining what `on_tick` queued; it is cancelled when the daemon stops."""
+
+    async def run(self) -> None: ...
 
 
 class Monitor:
@@ -149,6 +165,9 @@ class Monitor:
             async with asyncio.TaskGroup() as tg:
                 for name, link in self.links.items():
                     tg.create_task(link.run(), name=f"link-{name}")
+                for sink in self.sinks:
+                    if isinstance(sink, RunningSink):
+                        tg.create_task(sink.run(), name=f"sink-{type(sink).__name__}")
                 tg.create_task(self._ticker(), name="monitor")
                 tg.create_task(wait_stop(), name="stop")
         except* _Stop:
@@ -202,7 +221,9 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
     if view:
         from bankwatch.daemon.console import ConsoleView
 
-        sinks.append(ConsoleView(sys.stdout))
+        console = ConsoleView(sys.stdout)
+        console.capture_logs()
+        sinks.append(console)
     monitor = Monitor(config, SystemClock(), sinks)
     stop = asyncio.Event()
     install_stop_signals(stop)

@@ -50,8 +50,8 @@ async def test_demo_json_shows_the_scripted_faults_raised_and_cleared() -> None:
     assert raised_cut["severity"] == "critical"
     assert raised_cut["subject"] == "demo/A/A2"
     assert raised_cut["message"].startswith("A2:")
-    assert "over_temperature" in raised_cut["message"]
-    assert raised_cut["evidence"]["protections"] == ["over_temperature"]
+    assert "discharge_overcurrent" in raised_cut["message"]
+    assert raised_cut["evidence"]["protections"] == ["discharge_overcurrent"]
     assert raised_cut["evidence"]["discharge_enabled"] is False
 
     raised_link = next(

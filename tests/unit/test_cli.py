@@ -57,7 +57,7 @@ def test_decode_of_a_bad_frame_exits_1_with_one_line(
 def test_decode_of_an_unknown_protocol_lists_the_known_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["decode", "no-such-bms", "351#00"]) == 1
+    assert main(["decode", "no-such-bms", "351#00"]) == 2
     assert "pylontech-can" in capsys.readouterr().err
 
 

@@ -564,3 +564,14 @@ def test_cli_check_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0, out + err
     assert "config is valid" in out
     assert "Traceback" not in out + err
+
+
+def test_schema_and_reference_problems_are_reported_in_one_pass() -> None:
+    """A typo in a model and a battery on a missing link: a user fixes both at once."""
+    text = edit("capacity_ah = 100", "capacity_a = 100")
+    text = edit('link = "can0"', 'link = "can9"', text)
+    problems = problems_of(text)
+    assert len(problems) == 3, problems  # unknown key, the key it replaced missing, no link
+    assert any("models.lfp12.capacity_a: unknown key" in p for p in problems)
+    assert any("models.lfp12.capacity_ah: required key is missing" in p for p in problems)
+    assert any("no link named 'can9'" in p for p in problems)

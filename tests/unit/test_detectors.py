@@ -148,13 +148,14 @@ def test_discharge_off_in_a_series_string_is_critical_and_says_the_string_is_dow
     assert c.message.startswith("A2: ")
     assert "discharge" in c.message
     assert "cell_undervoltage" in c.message
-    assert "string A is down" in c.message
+    # Only discharge is blocked: the string still takes charge, so it is not "down".
+    assert "string A cannot discharge" in c.message and "down" not in c.message
     # What is left of the bank: one string of two, 100 of 200 Ah.
     assert "1 of 2 strings" in c.message
     assert "100 of 200 Ah" in c.message
 
 
-def test_discharge_off_in_a_parallel_bank_says_the_branch_is_lost() -> None:
+def test_both_switches_off_in_a_parallel_bank_says_the_branch_is_lost() -> None:
     topo = topology(1, 4)  # four batteries in parallel: A1, B1, C1, D1
     readings = all_healthy(topo, 5.0)
     readings["C1"] = healthy(5.0, charge_enabled=False, discharge_enabled=False)
@@ -592,3 +593,21 @@ def test_a_condition_that_vanishes_before_raising_leaves_nothing_pending(
     else:
         assert events == []
         assert tracker.active == {}
+
+
+def test_both_switches_off_in_a_series_string_says_the_string_is_down() -> None:
+    topo = topology(4, 2)
+    readings = all_healthy(topo, 5.0)
+    readings["B3"] = healthy(5.0, charge_enabled=False, discharge_enabled=False)
+    (c,) = detect_cutoff(topo.fold(readings, 5.0), 5.0)
+    assert c.subject == "home/B/B3"
+    assert "string B is down: the bank runs on 1 of 2 strings, 100 of 200 Ah" in c.message
+
+
+def test_charge_off_only_says_charging_goes_elsewhere() -> None:
+    topo = topology(4, 2)
+    readings = all_healthy(topo, 5.0)
+    readings["A1"] = healthy(5.0, charge_enabled=False, protections=Protection.CELL_OVERVOLTAGE)
+    (c,) = detect_cutoff(topo.fold(readings, 5.0), 5.0)
+    assert c.severity == "warning"
+    assert "string A cannot take charge: charging goes to 1 of 2 strings" in c.message
