@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TextIO, runtime_checkable
 
 from bankwatch.daemon.clock import Clock, SystemClock
-from bankwatch.daemon.config import CanLinkConfig, Config
+from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.detectors import (
     DETECTORS,
     AlertEvent,
@@ -30,6 +30,7 @@ from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.links.can import CanLink, LinkStatus
+from bankwatch.drivers.links.serial import Device, SerialLine
 from bankwatch.drivers.registry import PROTOCOLS, CanDriver
 
 __all__ = [
@@ -85,7 +86,11 @@ class Monitor:
         self.state: BankState | None = None
         self.links: dict[str, CanLink] = {}
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
+        # Serial lines: one task each polls (or listens to) every device on its port.
+        self.serial_lines: dict[str, SerialLine] = {}
+        self._serial_devices: dict[str, list[Device]] = {}
         self._build_drivers()
+        self._build_serial_lines()
 
     def _build_drivers(self) -> None:
         sources = [(b.name, b.source) for b in self.topology.batteries()]
@@ -94,6 +99,10 @@ class Monitor:
             if src is None:
                 continue
             info = PROTOCOLS[src.protocol]
+            if info.serial_codec is not None:
+                device = Device(subject, src.address or 0, info.serial_codec)
+                self._serial_devices.setdefault(src.link, []).append(device)
+                continue
             if info.can_driver is None:
                 log.warning("protocol %s has no driver yet; %s is not read", src.protocol, subject)
                 continue
@@ -102,14 +111,31 @@ class Monitor:
             self._drivers.setdefault(src.link, []).append((subject, driver))
         for link_name, link_cfg in self.config.links.items():
             if link_name not in self._drivers:
-                log.info("link %s: no battery uses it; not opened", link_name)
+                if link_name not in self._serial_devices:
+                    log.info("link %s: no battery uses it; not opened", link_name)
                 continue
             if isinstance(link_cfg, CanLinkConfig):
                 self.links[link_name] = CanLink(
                     link_name, link_cfg, self._frame_handler(link_name), self.clock
                 )
             else:
-                log.warning("link %s: serial links are not supported yet; not opened", link_name)
+                log.warning("link %s: a serial link for CAN devices; not opened", link_name)
+
+    def _build_serial_lines(self) -> None:
+        for link_name, devices in self._serial_devices.items():
+            link_cfg = self.config.links[link_name]
+            if not isinstance(link_cfg, SerialLinkConfig):
+                log.warning("link %s: serial devices on a CAN link; not opened", link_name)
+                continue
+            self.serial_lines[link_name] = SerialLine(
+                link_name, link_cfg, devices, self._serial_reading, self.clock
+            )
+
+    def _serial_reading(self, subject: str, reading: Reading) -> None:
+        if subject == BANK:
+            self.bank_reading = reading.with_subject(self.topology.name)
+        else:
+            self.readings[subject] = reading.with_subject(self.topology.battery(subject).path)
 
     def _frame_handler(self, link_name: str) -> Callable[[int, bytes, bool, float], None]:
         drivers = self._drivers[link_name]
@@ -140,7 +166,9 @@ class Monitor:
         return state, events
 
     def link_statuses(self) -> list[LinkStatus]:
-        return [link.status for link in self.links.values()]
+        return [link.status for link in self.links.values()] + [
+            line.status for line in self.serial_lines.values()
+        ]
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -165,6 +193,8 @@ class Monitor:
             async with asyncio.TaskGroup() as tg:
                 for name, link in self.links.items():
                     tg.create_task(link.run(), name=f"link-{name}")
+                for name, line in self.serial_lines.items():
+                    tg.create_task(line.run(), name=f"serial-{name}")
                 for sink in self.sinks:
                     if isinstance(sink, RunningSink):
                         tg.create_task(sink.run(), name=f"sink-{type(sink).__name__}")
@@ -232,7 +262,7 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         monitor.topology.name,
         monitor.topology.shape,
         len(monitor.topology.batteries()),
-        len(monitor.links),
+        len(monitor.links) + len(monitor.serial_lines),
     )
     await monitor.run(stop)
     log.info("stopped")

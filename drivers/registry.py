@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bankwatch.daemon.model import Reading
+from bankwatch.drivers import pylontech_rs485
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
+from bankwatch.drivers.serial_codec import SerialCodec
 
-__all__ = ["PROTOCOLS", "CanDriver", "ProtocolInfo", "protocol_info"]
+__all__ = ["PROTOCOLS", "CanDriver", "ProtocolInfo", "protocol_info", "serial_protocols"]
 
 LinkKind = Literal["can", "serial"]
 
@@ -38,6 +40,20 @@ class ProtocolInfo:
     summary: str
     # Builds the driver for one device: (subject, address) -> driver.
     can_driver: Callable[[str, int | None], CanDriver] | None = None
+    # Serial protocols: the codec (see drivers/serial_codec.py); the line polls or listens
+    # through it with the generic PollDriver / ListenDriver.
+    serial_codec: SerialCodec | None = None
+
+
+def _serial(codec: SerialCodec, summary: str) -> ProtocolInfo:
+    """The row of a serial protocol: addressed, on a serial line, read through its codec."""
+    return ProtocolInfo(
+        name=codec.PROTOCOL,
+        link_kind="serial",
+        addressing="addressed",
+        summary=summary,
+        serial_codec=codec,
+    )
 
 
 PROTOCOLS: dict[str, ProtocolInfo] = {
@@ -51,9 +67,19 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             "500 kbit/s; also what SMA/Victron-profile BMS send",
             can_driver=lambda subject, _address: PylontechCanDriver(subject),
         ),
+        # --- serial: one row per protocol -------------------------------------------------
+        _serial(pylontech_rs485.PYLONTECH, pylontech_rs485.PYLONTECH.summary),
+        _serial(pylontech_rs485.SEPLOS_V2, pylontech_rs485.SEPLOS_V2.summary),
+        _serial(pylontech_rs485.PACE, pylontech_rs485.PACE.summary),
+        _serial(pylontech_rs485.EG4, pylontech_rs485.EG4.summary),
     )
 }
 
 
 def protocol_info(name: str) -> ProtocolInfo | None:
     return PROTOCOLS.get(name)
+
+
+def serial_protocols() -> dict[str, SerialCodec]:
+    """Every serial protocol's codec, by name (for decode, scan and sniff)."""
+    return {n: p.serial_codec for n, p in PROTOCOLS.items() if p.serial_codec is not None}

@@ -95,7 +95,11 @@ class BankSimulator:
             nominal_cells * _DEFAULT_CHARGE_V_PER_CELL[_SIM_CHEMISTRY[family]]
         )
         self.silent: set[str] = set()
+        # Serial links whose adapter is unplugged (the serial server closes their PTY).
+        self.unplugged: set[str] = set()
         for fault in sim.faults:
+            if fault.kind in ("unplug", "replug"):
+                continue
             battery_model = config.models[
                 next(b.model for _, b in config.batteries() if b.name == fault.battery)
             ]
@@ -150,6 +154,10 @@ class BankSimulator:
             self.physics.trip(fault.battery, Protection[fault.protection.upper()])
         elif fault.kind == "silent":
             self.silent.add(fault.battery)
+        elif fault.kind == "unplug":
+            self.unplugged.add(fault.link or "")
+        elif fault.kind == "replug":
+            self.unplugged.discard(fault.link or "")
         else:
             self.physics.reset(fault.battery)
             self.silent.discard(fault.battery)
