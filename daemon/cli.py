@@ -150,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
     p.add_argument("protocol", help="protocol name, e.g. pylontech-can")
-    p.add_argument("frames", nargs="+", help="frames; CAN as ID#DATA (candump notation)")
+    p.add_argument(
+        "frames",
+        nargs="+",
+        help="frames; CAN as ID#DATA (candump notation), serial as the hex of the wire bytes "
+        "(a reply after its request)",
+    )
     p.set_defaults(func=cmd_decode)
     return parser
 

@@ -40,6 +40,10 @@ def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
     if info is None:
         known = ", ".join(sorted(PROTOCOLS))
         raise UsageError(f"unknown protocol {protocol!r} (known: {known})")
+    if info.link_kind == "serial":
+        from bankwatch.daemon.serial_decode import decode_serial_frames
+
+        return decode_serial_frames(protocol, frames)
     decoder = _CAN_DECODERS.get(protocol)
     if decoder is None:
         raise UsageError(f"protocol {protocol!r} has no frame decoder yet")
