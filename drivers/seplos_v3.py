@@ -218,6 +218,7 @@ _PIC_ALARMS: Final[tuple[tuple[tuple[int, ...], Alarm], ...]] = (
 )
 _PIC_BALANCING: Final = (6, 7)
 _PIC_FET_BYTE: Final = 15
+_PIC_HARD_FAULT_BYTE: Final = 17
 _FET_DISCHARGE: Final = 0x01
 _FET_CHARGE: Final = 0x02
 
@@ -232,12 +233,20 @@ def _decode_pic(data: bytes) -> Reading:
         alarms=alarms,
         discharge_enabled=bool(fets & _FET_DISCHARGE),
         charge_enabled=bool(fets & _FET_CHARGE),
-        extra=(("balancing", _any_bit(data, _PIC_BALANCING)),),
+        extra=(
+            ("balancing", _any_bit(data, _PIC_BALANCING)),
+            ("hard_fault", bool(data[_PIC_HARD_FAULT_BYTE])),
+        ),
     )
 
 
 def _encode_pic(r: Reading) -> bytes:
     out = bytearray(18)
+    extra = dict(r.extra)
+    if extra.get("balancing") is True:
+        out[_PIC_BALANCING[0]] = 0x01
+    if extra.get("hard_fault") is True:
+        out[_PIC_HARD_FAULT_BYTE] = 0x01
     for byte_indexes, flag in _PIC_ALARMS:
         if r.alarms is not None and flag in r.alarms:
             out[byte_indexes[0]] = 0x01
