@@ -523,6 +523,9 @@ class RegisterMapCodec:
                 _decode_entry(acc, entry, reply.data, self.map.data_offset(entry, req.address))
         return acc.reading()
 
+    def _list_start(self, entry: MapEntry) -> int:
+        return _list_start(self.map.entries, entry) if entry.field in TUPLE_FIELDS else 0
+
     def encode_reply(self, request: bytes, reading: Reading) -> bytes | None:
         """The simulator's side: the register image a device with this map would hold."""
         try:
@@ -545,12 +548,23 @@ class RegisterMapCodec:
         image = bytearray(2 * req.count)
         for entry in inside:
             offset = self.map.data_offset(entry, req.address)
-            chunk = _encode_entry(entry, reading)
+            chunk = _encode_entry(entry, reading, self._list_start(entry))
             image[offset : offset + len(chunk)] = _merge_bits(
-                image[offset : offset + len(chunk)], chunk, entry
+                bytes(image[offset : offset + len(chunk)]), chunk, entry
             )
         regs = [int.from_bytes(image[i : i + 2], "big") for i in range(0, len(image), 2)]
         return modbus_rtu.encode_read_reply(req.slave, req.function, regs)
+
+
+def _list_start(entries: tuple[MapEntry, ...], entry: MapEntry) -> int:
+    """Where an entry's values start in the list its field collects (entries in map order)."""
+    start = 0
+    for e in entries:
+        if e is entry:
+            return start
+        if e.field == entry.field:
+            start += e.count
+    return start
 
 
 def _complete_groups(all_entries: tuple[MapEntry, ...], inside: list[MapEntry]) -> set[str]:
@@ -618,7 +632,7 @@ def _pack(entry: MapEntry, raw: int) -> bytes:
     return _ordered(raw.to_bytes(size, "big"), entry.byte_order, entry.word_order)
 
 
-def _encode_entry(entry: MapEntry, reading: Reading) -> bytes:
+def _encode_entry(entry: MapEntry, reading: Reading, list_start: int = 0) -> bytes:
     if entry.type == "str":
         value = _reading_value(entry, reading)
         text = (value if isinstance(value, str) else "").encode("ascii", errors="replace")
@@ -626,10 +640,10 @@ def _encode_entry(entry: MapEntry, reading: Reading) -> bytes:
     if entry.type == "f32":
         value = _reading_value(entry, reading)
         number = float(value) if isinstance(value, int | float) else 0.0
-        raw = struct.pack(">f", float((Fraction(number) - entry.offset) / entry.scale))
-        return _ordered(raw, entry.byte_order, entry.word_order)
+        packed = struct.pack(">f", float((Fraction(number) - entry.offset) / entry.scale))
+        return _ordered(packed, entry.byte_order, entry.word_order)
     if entry.field in TUPLE_FIELDS:
-        items = list(getattr(reading, entry.field) or ())
+        items = list(getattr(reading, entry.field) or ())[list_start:]
         out = b""
         filler = min(entry.ignore) if entry.ignore else 0
         for i in range(entry.count):
