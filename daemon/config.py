@@ -12,6 +12,7 @@ Layout (see configs/ for complete examples):
     [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
     [detect]               thresholds of the detectors
     [simulation]           only read by the simulator: profile, per-battery physics, faults
+    [modbus_maps.NAME]     register maps for protocol "modbus-map" (see daemon/modbus_maps.py)
 
 Strings are series strings; all strings of a bank are connected in parallel. A parallel bank of
 four batteries is four strings of one battery each.
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bankwatch.daemon.errors import ConfigError
+from bankwatch.daemon.modbus_maps import ModbusMapConfig
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [
@@ -88,6 +90,9 @@ class SourceConfig(_Strict):
     protocol: str
     # Bus address for request/response protocols (DIP switches); broadcast protocols have none.
     address: Annotated[int, Field(ge=0, le=255)] | None = None
+    # protocol "modbus-map" only: an inline [modbus_maps.NAME], a map file path, or a shipped
+    # map's name (see bankwatch.daemon.modbus_maps.resolve_map).
+    map: str | None = None
 
 
 class ModelConfig(_Strict):
@@ -235,6 +240,8 @@ class Config(_Strict):
     strings: Annotated[list[StringConfig], Field(min_length=1)]
     detect: DetectConfig = Field(default_factory=DetectConfig)
     simulation: SimulationConfig | None = None
+    # Register maps for protocol "modbus-map", by name (bankwatch.daemon.modbus_maps).
+    modbus_maps: dict[Name, ModbusMapConfig] = Field(default_factory=dict)
 
     def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
         return [(s, b) for s in self.strings for b in s.batteries]
