@@ -380,6 +380,8 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str | None]]:
             )
         if info is not None and info.addressing == "addressed" and src.get("address") is None:
             problems.append((f"{where}.address: protocol {protocol!r} needs an address", None))
+        if info is not None and info.serial_codec_factory is not None and src.get("map") is None:
+            problems.append((f"{where}.map: protocol {protocol!r} needs a register map", None))
 
     for si, string in enumerate(_array(data.get("strings"))):
         string = _table(string)

@@ -31,7 +31,7 @@ from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.links.can import CanLink, LinkStatus
 from bankwatch.drivers.links.serial import Device, SerialLine
-from bankwatch.drivers.registry import PROTOCOLS, CanDriver
+from bankwatch.drivers.registry import PROTOCOLS, CanDriver, serial_codec_for
 
 __all__ = [
     "AlertLogSink",
@@ -99,8 +99,12 @@ class Monitor:
             if src is None:
                 continue
             info = PROTOCOLS[src.protocol]
-            if info.serial_codec is not None:
-                device = Device(subject, src.address or 0, info.serial_codec)
+            if info.link_kind == "serial":
+                codec = serial_codec_for(src.protocol, src.map, self.config.modbus_maps)
+                if codec is None:
+                    log.warning("protocol %s has no codec; %s is not read", src.protocol, subject)
+                    continue
+                device = Device(subject, src.address or 0, codec)
                 self._serial_devices.setdefault(src.link, []).append(device)
                 continue
             if info.can_driver is None:

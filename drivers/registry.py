@@ -7,16 +7,24 @@ Adding a BMS: write its codec and driver module, then add one row here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bankwatch.daemon.model import Reading
-from bankwatch.drivers import pylontech_rs485
+from bankwatch.drivers import pylontech_rs485, seplos_v3
+from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
 
-__all__ = ["PROTOCOLS", "CanDriver", "ProtocolInfo", "protocol_info", "serial_protocols"]
+__all__ = [
+    "PROTOCOLS",
+    "CanDriver",
+    "ProtocolInfo",
+    "protocol_info",
+    "serial_codec_for",
+    "serial_protocols",
+]
 
 LinkKind = Literal["can", "serial"]
 
@@ -43,6 +51,11 @@ class ProtocolInfo:
     # Serial protocols: the codec (see drivers/serial_codec.py); the line polls or listens
     # through it with the generic PollDriver / ListenDriver.
     serial_codec: SerialCodec | None = None
+    # Serial protocols whose codec depends on the battery's source (modbus-map: its map):
+    # (map reference, the config's inline maps, the config's folder) -> codec.
+    serial_codec_factory: (
+        Callable[[str | None, Mapping[str, Any], str | None], SerialCodec] | None
+    ) = None
 
 
 def _serial(codec: SerialCodec, summary: str) -> ProtocolInfo:
@@ -72,12 +85,51 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
         _serial(pylontech_rs485.SEPLOS_V2, pylontech_rs485.SEPLOS_V2.summary),
         _serial(pylontech_rs485.PACE, pylontech_rs485.PACE.summary),
         _serial(pylontech_rs485.EG4, pylontech_rs485.EG4.summary),
+        _serial(
+            seplos_v3,
+            "Seplos v3 (Modbus RTU, 19200 baud): PIA/PIB/PIC blocks per pack, EIA/EIB/EIC "
+            "bank aggregates on the master (address 0)",
+        ),
+        ProtocolInfo(
+            name="modbus-map",
+            link_kind="serial",
+            addressing="addressed",
+            summary="any Modbus RTU BMS described by a register map (source.map)",
+            serial_codec_factory=lambda ref, inline, folder: _map_codec(ref, inline, folder),
+        ),
     )
 }
 
 
 def protocol_info(name: str) -> ProtocolInfo | None:
     return PROTOCOLS.get(name)
+
+
+def _map_codec(ref: str | None, inline: Mapping[str, Any], folder: str | None) -> SerialCodec:
+    from bankwatch.daemon.errors import ConfigError
+    from bankwatch.daemon.modbus_maps import resolve_map
+
+    if ref is None:
+        raise ConfigError("modbus-map", ["a battery on protocol 'modbus-map' needs source.map"])
+    return RegisterMapCodec(resolve_map(ref, inline=inline, config_dir=folder))
+
+
+def serial_codec_for(
+    protocol: str,
+    map_ref: str | None = None,
+    inline_maps: Mapping[str, Any] | None = None,
+    config_dir: str | None = None,
+) -> SerialCodec | None:
+    """The codec a battery on a serial protocol is read with; None for a CAN protocol. Raises
+    ConfigError when a map-described protocol's map cannot be found or is invalid."""
+    info = PROTOCOLS.get(protocol)
+    if info is None:
+        return None
+    if info.serial_codec is not None:
+        return info.serial_codec
+    if info.serial_codec_factory is not None:
+        return info.serial_codec_factory(map_ref, inline_maps or {}, config_dir)
+    return None
 
 
 def serial_protocols() -> dict[str, SerialCodec]:

@@ -530,14 +530,8 @@ class SerialLine:
                     continue
                 addr = codec.frame_address(frame)
                 if addr is not None and want_address is not None and addr != want_address:
-                    self.stray_frames += 1
+                    self.stray_frames += 1  # a late reply of another device, or another master
                     continue
-                try:
-                    if codec.is_request(frame):
-                        self.stray_frames += 1  # another master on the bus
-                        continue
-                except FrameError:
-                    pass
                 frames.append(frame)
                 self.frames += 1
                 self.last_frame_at = self._clock.monotonic()
@@ -591,24 +585,35 @@ class SerialLine:
         self.last_frame_at = now
         self._recent.append(("=", frame))
         self._set_state("up", f"{self.config.port}, listen-only")
-        try:
-            is_request = codec.is_request(frame)
-        except FrameError as exc:
-            self._bad_frame(exc)
-            return pending
-        if is_request:
-            return (frame, codec, now)
         request = None
         if pending is not None and pending[1] is codec and now - pending[2] <= _PAIR_WINDOW_S:
             request = pending[0]
         address = codec.frame_address(frame)
-        if address is None and request is not None:
-            address = codec.frame_address(request)
+        # A frame to or from the address just asked, other than the request itself, is first
+        # tried as its reply: some protocols' frames read both ways (Modbus FC 0x01, 0x06).
+        if request is not None and frame != request and address == codec.frame_address(request):
+            devs = [d for d in self.listeners if d.codec is codec and d.address == address]
+            for dev in devs:
+                try:
+                    reading = dev.on_heard(request, frame, now)
+                except FrameError:
+                    break
+                self._on_reading(dev.subject, reading)
+            else:
+                if devs:
+                    return None
+        try:
+            if codec.is_request(frame):
+                return (frame, codec, now)
+        except FrameError as exc:
+            self._bad_frame(exc)
+            return pending
+        # A reply whose request was not heard (or did not match): decode it alone if it can be.
         for dev in self.listeners:
             if dev.codec is not codec or dev.address != address:
                 continue
             try:
-                reading = dev.on_heard(request, frame, now)
+                reading = dev.on_heard(None, frame, now)
             except FrameError as exc:
                 self._bad_frame(exc)
                 return None

@@ -23,7 +23,8 @@ import can
 from bankwatch.daemon.clock import Clock, ScaledClock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.errors import LinkError
-from bankwatch.drivers.registry import PROTOCOLS
+from bankwatch.drivers.registry import PROTOCOLS, serial_codec_for
+from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.bank import BankSimulator
 from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
@@ -90,9 +91,14 @@ class SimulatorRunner:
         for _, b in self.sim.config.batteries():
             src = b.source
             info = None if src is None else PROTOCOLS.get(src.protocol)
-            if src is None or info is None or info.serial_codec is None:
+            if src is None or info is None or info.link_kind != "serial":
                 continue
-            devices.setdefault(src.link, []).append(self._sim_device(b.name, src.address or 0))
+            codec = serial_codec_for(src.protocol, src.map, self.sim.config.modbus_maps)
+            if codec is None:
+                continue
+            devices.setdefault(src.link, []).append(
+                self._sim_device(b.name, src.address or 0, codec)
+            )
         for name, devs in devices.items():
             link = self.sim.config.links[name]
             if not isinstance(link, SerialLinkConfig):
@@ -108,11 +114,7 @@ class SimulatorRunner:
             log.info("serial link %s on %s -> %s (%d baud)", name, link.port, pty, link.baud)
             self._serial_tasks.append(asyncio.create_task(bus.run(), name=f"serial-sim-{name}"))
 
-    def _sim_device(self, name: str, address: int) -> SimDevice:
-        src = next(b.source for _, b in self.sim.config.batteries() if b.name == name)
-        assert src is not None
-        codec = PROTOCOLS[src.protocol].serial_codec
-        assert codec is not None
+    def _sim_device(self, name: str, address: int, codec: SerialCodec) -> SimDevice:
         return SimDevice(
             name=name,
             address=address,
@@ -134,8 +136,8 @@ class SimulatorRunner:
         for task in self._serial_tasks:
             task.cancel()
         await asyncio.gather(*self._serial_tasks, return_exceptions=True)
-        for bus in self.serial_buses.values():
-            bus.close()
+        for serial_bus in self.serial_buses.values():
+            serial_bus.close()
         for server in self._servers:
             await server.stop()
         for bus in self._buses:
