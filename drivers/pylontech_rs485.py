@@ -726,11 +726,12 @@ def _seplos_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.u8("pack number")
     cells = p.take(p.u8("cell count"), "cell alarms")
     temps = p.take(p.u8("temperature count"), "temperature alarms")
-    current = p.u8("current alarm")
+    p.u8("current alarm")
     voltage = p.u8("voltage alarm")
     count = p.u8("custom item count")
     events = p.take(max(count, _SEPLOS_ONOFF + 1), "alarm events")
-    alarms = _states_to_alarms(cells, temps, current, voltage, None)
+    # One current state for both directions: event 5 says which, so the state byte is not used.
+    alarms = _states_to_alarms(cells, temps, 0, voltage, None)
     alarms |= _flags(_SEPLOS_ALARMS, events, Alarm.NONE)
     onoff = events[_SEPLOS_ONOFF]
     return [
@@ -1000,7 +1001,7 @@ def _eg4_status(info: bytes, ctx: _Ctx) -> list[Reading]:
     cells = p.take(p.u8("cell count"), "cell warnings")
     n = _eg4_temp_count(p, p.u8("temperature count"), _EG4_STATUS_TAIL)
     temps = p.take(n, "temperature warnings")
-    current = p.u8("current warning")
+    p.u8("current warning")
     voltage = p.u8("voltage warning")
     p.u8("constant")
     events = (
@@ -1016,7 +1017,8 @@ def _eg4_status(info: bytes, ctx: _Ctx) -> list[Reading]:
     # The event bit tables are not documented well enough to name protections: raw, when set.
     return [
         Reading(
-            alarms=_states_to_alarms(cells, temps, current, voltage, None),
+            # The one current state does not say which direction: left out.
+            alarms=_states_to_alarms(cells, temps, 0, voltage, None),
             discharge_enabled=bool(fet & 0x01),
             charge_enabled=bool(fet & 0x02),
             extra=tuple((k, v) for k, v in events if v),
