@@ -320,11 +320,9 @@ def _decode_98(d: bytes) -> Reading:
 
 
 def _encode_90(r: Reading, _host: int) -> list[bytes] | None:
-    if r.pack_voltage_v is None:
-        return None
     data = struct.pack(
         ">HHHH",
-        clamp(r.pack_voltage_v * 10, 0, 0xFFFF),
+        clamp((r.pack_voltage_v or 0.0) * 10, 0, 0xFFFF),
         0,
         clamp(30000 + (r.current_a or 0.0) * 10, 0, 0xFFFF),
         clamp((r.soc_pct or 0.0) * 10, 0, 1000),
@@ -332,22 +330,17 @@ def _encode_90(r: Reading, _host: int) -> list[bytes] | None:
     return [data]
 
 
-def _extreme_cells(r: Reading) -> tuple[float, int, float, int] | None:
+def _extreme_cells(r: Reading) -> tuple[float, int, float, int]:
     if r.cell_voltages_v:
         cells = r.cell_voltages_v
         hi = max(range(len(cells)), key=lambda i: cells[i])
         lo = min(range(len(cells)), key=lambda i: cells[i])
         return cells[hi], hi + 1, cells[lo], lo + 1
-    if r.cell_voltage_max_v is not None and r.cell_voltage_min_v is not None:
-        return r.cell_voltage_max_v, 1, r.cell_voltage_min_v, 1
-    return None
+    return r.cell_voltage_max_v or 0.0, 1, r.cell_voltage_min_v or 0.0, 1
 
 
 def _encode_91(r: Reading, _host: int) -> list[bytes] | None:
-    ext = _extreme_cells(r)
-    if ext is None:
-        return None
-    hi_v, hi_no, lo_v, lo_no = ext
+    hi_v, hi_no, lo_v, lo_no = _extreme_cells(r)
     return [
         struct.pack(
             ">HBHBH",
@@ -366,10 +359,9 @@ def _encode_92(r: Reading, _host: int) -> list[bytes] | None:
         hi = max(range(len(temps)), key=lambda i: temps[i])
         lo = min(range(len(temps)), key=lambda i: temps[i])
         hi_t, hi_no, lo_t, lo_no = temps[hi], hi + 1, temps[lo], lo + 1
-    elif r.cell_temperature_max_c is not None and r.cell_temperature_min_c is not None:
-        hi_t, hi_no, lo_t, lo_no = r.cell_temperature_max_c, 1, r.cell_temperature_min_c, 1
     else:
-        return None
+        hi_t, hi_no = r.cell_temperature_max_c or 0.0, 1
+        lo_t, lo_no = r.cell_temperature_min_c or 0.0, 1
     return [
         bytes(
             (clamp(hi_t + 40, 0, 255), hi_no, clamp(lo_t + 40, 0, 255), lo_no, 0, 0, 0, 0)
@@ -386,8 +378,6 @@ def _state_of(r: Reading) -> int:
 
 
 def _encode_93(r: Reading, _host: int) -> list[bytes] | None:
-    if r.remaining_ah is None and r.charge_enabled is None and r.discharge_enabled is None:
-        return None
     life = dict(r.extra).get("bms_life", 0)
     return [
         bytes(
@@ -403,8 +393,6 @@ def _encode_93(r: Reading, _host: int) -> list[bytes] | None:
 
 
 def _encode_94(r: Reading, _host: int) -> list[bytes] | None:
-    if r.cell_voltages_v is None and r.cycles is None:
-        return None
     extra = dict(r.extra)
     current = r.current_a or 0.0
     cells = len(r.cell_voltages_v or ()) or int(extra.get("cell_count", 0))
@@ -456,8 +444,6 @@ def _encode_97(r: Reading, _host: int) -> list[bytes] | None:
 
 
 def _encode_98(r: Reading, _host: int) -> list[bytes] | None:
-    if r.protections is None and r.alarms is None:
-        return None
     data = bytearray(8)
     done_p = Protection.NONE
     done_a = Alarm.NONE
@@ -515,8 +501,9 @@ def decode(frame: bytes, request: bytes | None = None) -> Reading:
 
 def encode_reply(request: bytes, reading: Reading) -> bytes | None:
     """The frame(s) the board asked by `request` sends back for `reading`; 0x95/0x96 give
-    several 13-byte frames back to back. None for ids it does not answer or a reading without
-    the fields (no cells: no 0x95 reply). A malformed request raises FrameError."""
+    several 13-byte frames back to back. Like a real board it answers 0x90..0x94 and 0x97/0x98
+    whatever the reading lacks (zeros); None for other ids, and for 0x95/0x96 when the reading
+    has no cells/temperatures. A malformed request raises FrameError."""
     request = bytes(request)
     _check(request)
     if not is_request(request):

@@ -237,7 +237,7 @@ def _decode_04(d: bytes) -> Reading:
 
 
 def _decode_05(d: bytes) -> Reading:
-    return Reading(model=ascii_field(d))
+    return Reading(model=ascii_field(d) or None)
 
 
 def _decode_aa(d: bytes) -> Reading:
@@ -277,8 +277,6 @@ def _int_extra(r: Reading, key: str) -> int | None:
 
 
 def _encode_03(r: Reading) -> bytes | None:
-    if r.pack_voltage_v is None:
-        return None
     prot = _int_extra(r, "protection_bits")
     if prot is None:
         prot = 0
@@ -292,7 +290,7 @@ def _encode_03(r: Reading) -> bytes | None:
     cells = len(r.cell_voltages_v or ()) or (_int_extra(r, "cell_count") or 0)
     head = struct.pack(
         ">HhHHHHHHHBBBBB",
-        clamp(r.pack_voltage_v * 100, 0, 0xFFFF),
+        clamp((r.pack_voltage_v or 0.0) * 100, 0, 0xFFFF),
         clamp((r.current_a or 0.0) * 100, -0x8000, 0x7FFF),
         clamp((r.remaining_ah or 0.0) * 100, 0, 0xFFFF),
         clamp((r.design_ah or r.full_charge_ah or 0.0) * 100, 0, 0xFFFF),
@@ -320,9 +318,7 @@ def _encode_04(r: Reading) -> bytes | None:
 
 
 def _encode_05(r: Reading) -> bytes | None:
-    if not r.model:
-        return None
-    return r.model.encode("ascii", errors="replace")[:255]
+    return (r.model or "").encode("ascii", errors="replace")[:255]
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,8 +361,8 @@ def decode(frame: bytes, request: bytes | None = None) -> Reading:
 
 
 def encode_reply(request: bytes, reading: Reading) -> bytes | None:
-    """The reply a JBD BMS gives to a read request, from `reading`; None for writes, for
-    registers it does not simulate and for a reading without the fields."""
+    """The reply a JBD BMS gives to a read request, from `reading` (zeros for what it lacks);
+    None for writes, for registers it does not simulate, and for 0x04 without cells."""
     request = bytes(request)
     _check(request)
     if len(request) < 3 or request[1] != _READ:

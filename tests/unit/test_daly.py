@@ -247,6 +247,15 @@ def test_frame_length_finds_frames_in_a_stream() -> None:
     assert n == len(FRAMES)
 
 
+def test_every_polled_id_is_answered_even_from_an_empty_reading() -> None:
+    """A real board answers 0x90..0x98 whatever it measures; only empty lists go unanswered."""
+    answered = [daly.encode_reply(req, Reading()) for req in daly.poll_requests(1)]
+    assert [a is not None for a in answered] == [True] * 5 + [False, False] + [True] * 2
+    merged = daly.merge([a for a in answered if a])
+    assert merged.pack_voltage_v == 0.0 and merged.soc_pct == 0.0
+    assert merged.protections == Protection.NONE and merged.alarms == Alarm.NONE
+
+
 def test_unanswered_requests() -> None:
     assert daly.encode_reply(daly.encode_request(1, 0x62), Reading(pack_voltage_v=1.0)) is None
     assert daly.encode_reply(daly.encode_request(1, 0x95), Reading(pack_voltage_v=1.0)) is None
