@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import Reading, merge_readings
+from bankwatch.daemon.model import Reading
 from bankwatch.drivers.registry import serial_protocols
-from bankwatch.drivers.serial_codec import SerialCodec
+from bankwatch.drivers.serial_codec import SerialCodec, merge_parts
 
 __all__ = ["decode_serial_frames", "parse_wire_hex"]
 
@@ -65,7 +65,7 @@ def decode_serial_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
     decode_modules: Callable[[bytes, bytes | None], list[Reading]] | None = getattr(
         codec, "decode_modules", None
     )
-    reading = Reading()
+    found: list[Reading] = []
     modules: list[Reading] = []
     request: bytes | None = None
     replies = 0
@@ -85,10 +85,11 @@ def decode_serial_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
         replies += 1
         if len(parts) > 1:
             modules.extend(parts)
-        reading = merge_readings(reading, part)
+        found.append(part)
     if not replies:
         raise FrameError("no reply among the frames: a request alone carries no reading")
-    out = reading.to_json()
+    # Several replies merge into one reading, the codec's way (Daly's 0x95 frames: one list).
+    out = merge_parts(codec, found).to_json()
     if modules:
         out["modules_online"] = len(modules)
         out["modules"] = [m.to_json() for m in modules]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bankwatch.daemon.model import Reading
-from bankwatch.drivers import pylontech_rs485, seplos_v3
+from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3
 from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
@@ -58,12 +58,17 @@ class ProtocolInfo:
     ) = None
 
 
-def _serial(codec: SerialCodec, summary: str) -> ProtocolInfo:
-    """The row of a serial protocol: addressed, on a serial line, read through its codec."""
+def _serial(
+    codec: SerialCodec,
+    summary: str,
+    addressing: Literal["broadcast", "addressed"] = "addressed",
+) -> ProtocolInfo:
+    """The row of a serial protocol, read through its codec. A protocol without a bus address
+    (JBD, JK-B) is "broadcast" here in the registry's sense: one device per link."""
     return ProtocolInfo(
         name=codec.PROTOCOL,
         link_kind="serial",
-        addressing="addressed",
+        addressing=addressing,
         summary=summary,
         serial_codec=codec,
     )
@@ -89,6 +94,27 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             seplos_v3,
             "Seplos v3 (Modbus RTU, 19200 baud): PIA/PIB/PIC blocks per pack, EIA/EIB/EIC "
             "bank aggregates on the master (address 0)",
+        ),
+        _serial(
+            daly,
+            "Daly BMS (0xA5 frames, 9600 baud): 0x90-0x98, multi-frame cell and temperature "
+            "lists; address = board number (1 for a single BMS), or the host byte 0x80",
+        ),
+        _serial(
+            jbd,
+            "JBD / Xiaoxiang / Overkill (0xDD frames, 9600 baud): 0x03 basic info, 0x04 cells, "
+            "0x05 model; no bus address: one BMS per line",
+            addressing="broadcast",
+        ),
+        _serial(
+            jk_b,
+            "JK-B BMS (0x4E 0x57 read-all, 115200 baud); no bus address: one BMS per line",
+            addressing="broadcast",
+        ),
+        _serial(
+            jk_pb,
+            "JK-PB inverter BMS (0x55AA frames of its bus-master protocol, 115200 baud); "
+            "address = DIP switch 1-15 (0 makes a pack the bus master: listen instead)",
         ),
         ProtocolInfo(
             name="modbus-map",

@@ -16,6 +16,11 @@ and optionally
     info_requests(address) -> list[bytes]    asked until answered once: model, serial, firmware
     decode_modules(frame, request) -> list[Reading]   replies that cover several packs
     reply_complete(request, frames) -> bool  False while more frames of one reply are due
+    expected_frames(request, known) -> int | None     how many frames answer `request`, given
+                                             what is known of the pack (None: read until quiet)
+    merge_parts(parts) -> Reading            how one poll's decoded frames become one Reading
+                                             when merge_readings is not enough (Daly's
+                                             multi-frame cell lists, current sign from state)
 
 `PollDriver` is one device on a line when bankwatch is the master: which requests a cycle sends
 and how the replies merge into one Reading. `ListenDriver` is the same device when someone else
@@ -25,6 +30,7 @@ its device. Neither does I/O: the line (`drivers/links/serial.py`) owns the port
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
@@ -39,6 +45,7 @@ __all__ = [
     "SerialCodec",
     "char_time_s",
     "info_requests",
+    "merge_parts",
     "reply_complete",
     "t35_s",
     "wire_time_s",
@@ -99,13 +106,33 @@ def info_requests(codec: SerialCodec, address: int) -> list[bytes]:
     return list(hook(address)) if hook is not None else []
 
 
-def reply_complete(codec: SerialCodec, request: bytes, frames: Sequence[bytes]) -> bool:
-    """Whether the frames heard so far are the whole reply to `request` (one frame, unless the
-    codec says a request is answered by several)."""
+def reply_complete(
+    codec: SerialCodec, request: bytes, frames: Sequence[bytes], known: Reading | None = None
+) -> bool | None:
+    """Whether the frames heard so far are the whole reply to `request`: one frame, unless the
+    codec says a request is answered by several. None: the codec cannot tell yet (read until
+    the line goes quiet)."""
     hook: Callable[[bytes, Sequence[bytes]], bool] | None = getattr(codec, "reply_complete", None)
-    if hook is None:
-        return len(frames) >= 1
-    return hook(request, frames)
+    if hook is not None:
+        return hook(request, frames)
+    expected: Callable[[bytes, Reading | None], int | None] | None = getattr(
+        codec, "expected_frames", None
+    )
+    if expected is not None:
+        n = expected(request, known)
+        return None if n is None else len(frames) >= n
+    return len(frames) >= 1
+
+
+def merge_parts(codec: SerialCodec, parts: Sequence[Reading]) -> Reading:
+    """One poll's partial Readings as one, the codec's way if it has one."""
+    hook: Callable[[Sequence[Reading]], Reading] | None = getattr(codec, "merge_parts", None)
+    if hook is not None:
+        return hook(parts)
+    out = Reading()
+    for part in parts:
+        out = merge_readings(out, part)
+    return out
 
 
 class PollDriver:
@@ -125,7 +152,7 @@ class PollDriver:
         self._poll = list(codec.poll_requests(address))
         self._info_pending = info_requests(codec, address)
         self._reading = Reading(subject=subject)
-        self._heard_this_cycle = False
+        self._parts: list[Reading] = []
         self.replies = 0
         self.bad_replies = 0
         self.timeouts = 0
@@ -139,19 +166,23 @@ class PollDriver:
     def requests(self) -> list[bytes]:
         return [*self._poll, *self._info_pending]
 
+    def known(self) -> Reading:
+        """What is known of the pack so far, this cycle included (for `expected_frames`)."""
+        out = self._reading
+        for part in self._parts:
+            out = merge_readings(out, part)
+        return out
+
     def on_reply(self, request: bytes, frames: Sequence[bytes], now: float) -> None:
-        """Fold a reply into this cycle's reading. Raises FrameError (after counting it) for a
-        reply that does not decode, so the line can log it with its traffic."""
-        part = Reading()
+        """Keep a reply's decoded frames for this cycle. Raises FrameError (after counting it)
+        for a reply that does not decode, so the line can log it with its traffic."""
         try:
-            for frame in frames:
-                part = merge_readings(part, self.codec.decode(frame, request))
+            parts = [self.codec.decode(frame, request) for frame in frames]
         except FrameError:
             self.bad_replies += 1
             raise
         self.replies += 1
-        self._heard_this_cycle = True
-        self._reading = merge_readings(self._reading, part)
+        self._parts.extend(parts)
         if request in self._info_pending:
             self._info_pending.remove(request)
 
@@ -159,17 +190,26 @@ class PollDriver:
         self.timeouts += 1
 
     def end_cycle(self, now: float) -> Reading | None:
-        heard, self._heard_this_cycle = self._heard_this_cycle, False
-        self.answering = heard
-        if not heard:
+        """The cycle's merged Reading over what was known, or None when nothing answered.
+        Raises FrameError when the cycle's frames do not make one reading (a frame of a
+        multi-frame list missing)."""
+        parts, self._parts = self._parts, []
+        self.answering = bool(parts)
+        if not parts:
             return None
-        self._reading = replace(self._reading, subject=self.subject, at=now)
+        merged = merge_parts(self.codec, parts)
+        self._reading = replace(merge_readings(self._reading, merged), subject=self.subject, at=now)
         return self._reading
 
 
 class ListenDriver:
     """One device on a bus someone else polls: fed every request/reply pair heard, keeps the
-    ones for its address and returns the merged Reading."""
+    ones for its address and returns the merged Reading.
+
+    Codecs whose poll spreads one list over several frames (`merge_parts`) are merged over a
+    window of the frames heard last, so a list is whole once all its frames went by once."""
+
+    WINDOW = 64
 
     def __init__(self, subject: str, address: int, codec: SerialCodec) -> None:
         self.subject = subject
@@ -177,6 +217,8 @@ class ListenDriver:
         self.codec = codec
         self.protocol = codec.PROTOCOL
         self._reading = Reading(subject=subject)
+        self._window: deque[Reading] = deque(maxlen=self.WINDOW)
+        self._windowed = getattr(codec, "merge_parts", None) is not None
         self.frames = 0
 
     @property
@@ -186,5 +228,11 @@ class ListenDriver:
     def on_heard(self, request: bytes | None, reply: bytes, now: float) -> Reading:
         part = self.codec.decode(reply, request)
         self.frames += 1
+        if self._windowed:
+            self._window.append(part)
+            try:
+                part = merge_parts(self.codec, list(self._window))
+            except FrameError:
+                part = Reading()  # a list still missing frames: wait for the rest
         self._reading = replace(merge_readings(self._reading, part), subject=self.subject, at=now)
         return self._reading

@@ -415,7 +415,9 @@ class SerialLine:
             answered = 0
             for dev in self.pollers:
                 for request in dev.requests():
-                    txn, idle_at = await self.transact(port, dev.codec, request, idle_at)
+                    txn, idle_at = await self.transact(
+                        port, dev.codec, request, idle_at, known=dev.known
+                    )
                     if not txn.replies:
                         dev.on_timeout(request)
                         continue
@@ -424,7 +426,11 @@ class SerialLine:
                     except FrameError as exc:
                         self._bad_frame(exc)
                 was = dev.answering
-                reading = dev.end_cycle(self._clock.monotonic())
+                try:
+                    reading = dev.end_cycle(self._clock.monotonic())
+                except FrameError as exc:
+                    self._bad_frame(exc)
+                    reading = None
                 self._device_transition(dev, was)
                 if reading is not None:
                     answered += 1
@@ -461,7 +467,13 @@ class SerialLine:
             log.info("link %s: %s (address %d) answers again", self.name, dev.subject, dev.address)
 
     async def transact(
-        self, port: SerialPort, codec: SerialCodec, request: bytes, idle_at: float
+        self,
+        port: SerialPort,
+        codec: SerialCodec,
+        request: bytes,
+        idle_at: float,
+        *,
+        known: Callable[[], Reading] | None = None,
     ) -> tuple[Transaction, float]:
         """Send one request (repeated up to `retries` times) and collect its reply. Returns the
         transaction and when the line went idle (for the next gap)."""
@@ -479,7 +491,7 @@ class SerialLine:
             self.bytes_out += len(request)
             sent_at = self._clock.monotonic()
             self._recent.append((">", request))
-            replies = await self._collect(port, codec, request, sent_at)
+            replies = await self._collect(port, codec, request, sent_at, known)
             idle_at = self._clock.monotonic()
             if replies:
                 break
@@ -489,7 +501,12 @@ class SerialLine:
         return txn, idle_at
 
     async def _collect(
-        self, port: SerialPort, codec: SerialCodec, request: bytes, sent_at: float
+        self,
+        port: SerialPort,
+        codec: SerialCodec,
+        request: bytes,
+        sent_at: float,
+        known: Callable[[], Reading] | None = None,
     ) -> list[bytes]:
         baud = self.config.baud
         timeout = self._reply_timeout_s(codec)
@@ -535,8 +552,12 @@ class SerialLine:
                 frames.append(frame)
                 self.frames += 1
                 self.last_frame_at = self._clock.monotonic()
-                if reply_complete(codec, request, frames):
+                done = reply_complete(codec, request, frames, known() if known else None)
+                if done:
                     return frames
+                if done is None:
+                    # More frames may follow and nobody knows how many: end when quiet.
+                    deadline = self._clock.monotonic() + max(0.05, wire_time_s(16, baud))
             if splitter.garbage:
                 self.bad_frames += splitter.garbage
                 splitter.garbage = 0
