@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -106,6 +107,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, duration_s=args.duration, speed=args.speed))
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.serial_tools import parse_addresses, scan, scan_report
+
+    addresses = parse_addresses(args.addresses) if args.addresses else None
+    found = asyncio.run(
+        scan(
+            args.port,
+            protocols=args.protocol,
+            bauds=args.baud,
+            addresses=addresses,
+            timeout_s=args.timeout,
+            progress=sys.stderr if sys.stderr.isatty() else None,
+        )
+    )
+    if args.json:
+        print(json.dumps([f.to_json() for f in found]))
+    else:
+        print(scan_report(args.port, found))
+    return EXIT_OK if any(f.error is None for f in found) else EXIT_FINDINGS
+
+
+def cmd_sniff(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.serial_tools import is_serial_port, sniff
+
+    if not is_serial_port(args.target):
+        # A CAN interface or link: the CAN side of sniff lives with the CAN link (issue 4).
+        raise UsageError(
+            f"{args.target!r} is not a serial port (/dev/tty*, /dev/serial/by-id/*); "
+            "sniffing a CAN bus is not available in this build"
+        )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            sniff(
+                args.target,
+                protocols=args.protocol,
+                baud=args.baud,
+                duration_s=args.duration,
+                json_out=args.json,
+            )
+        )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bankwatch",
@@ -157,6 +201,40 @@ def build_parser() -> argparse.ArgumentParser:
         "(a reply after its request)",
     )
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "scan", help="find the BMS on a serial port: protocols, baud rates, addresses"
+    )
+    p.add_argument("port", help="the serial port, e.g. /dev/serial/by-id/usb-...")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        help="only this serial protocol (repeat for more; default: every one)",
+    )
+    p.add_argument(
+        "--baud",
+        type=int,
+        action="append",
+        help="try this baud rate (repeat for more; default: each protocol's own)",
+    )
+    p.add_argument("--addresses", help="addresses to try, like 0-15 or 2,3 (default 0-15)")
+    p.add_argument(
+        "--timeout", type=_positive, default=0.3, help="seconds to wait for a reply (0.3)"
+    )
+    p.add_argument("--json", action="store_true", help="print what answered as JSON")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("sniff", help="live decoded view of a serial bus, listen-only")
+    p.add_argument("target", help="the serial port to listen to (sends nothing)")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        help="the bus's serial protocol (repeat for more; default: try every one)",
+    )
+    p.add_argument("--baud", type=int, default=9600, help="the bus's baud rate (9600)")
+    p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
+    p.add_argument("--json", action="store_true", help="one JSON object per frame")
+    p.set_defaults(func=cmd_sniff)
     return parser
 
 

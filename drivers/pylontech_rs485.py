@@ -229,6 +229,15 @@ class _Info:
     def left(self) -> int:
         return len(self.data) - self.pos
 
+    def done(self, reserved: int = 0) -> None:
+        """The layout is read: exactly `reserved` bytes may remain. More or fewer means the
+        frame has another layout (another variant's reply to the same command)."""
+        if self.left != reserved:
+            raise FrameLengthError(
+                f"INFO is {len(self.data)} bytes, this layout has {self.pos + reserved} "
+                "(a reply of another protocol variant?)"
+            )
+
 
 def _ascii(raw: bytes) -> str:
     return raw.replace(b"\x00", b" ").decode("ascii", errors="replace").strip()
@@ -446,7 +455,9 @@ def _pylon_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     command = p.u8("COMMAND")
     # Asked for the whole stack (0xFF), the master puts the module count where the command was.
     count = command if ctx.command == 0xFF else 1
-    return [_pylon_module(p) for _ in range(count)]
+    modules = [_pylon_module(p) for _ in range(count)]
+    p.done()
+    return modules
 
 
 def _pylon_analog_encode(r: Reading, address: int) -> bytes:
@@ -484,6 +495,7 @@ def _pylon_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     cell_errors = status[3] | status[4] << 8
     if cell_errors:
         extra.append(("cell_error_bits", cell_errors))
+    p.done()
     return [
         Reading(
             protections=_flags(_PYLON_STATUS1, status, Protection.NONE),
@@ -519,6 +531,7 @@ def _pylon_management(info: bytes, ctx: _Ctx) -> list[Reading]:
     ccl = abs(p.s16("charge current limit")) / 10
     dcl = abs(p.s16("discharge current limit")) / 10
     status = p.u8("charge/discharge status")
+    p.done()
     return [
         Reading(
             charge_voltage_limit_v=cvl,
@@ -575,6 +588,7 @@ def _pylon_parameters(info: bytes, ctx: _Ctx) -> list[Reading]:
             extra.append((name, abs(p.s16(name)) / -scale))
         else:
             extra.append((name, p.u16(name) / scale))
+    p.done()
     return [Reading(extra=tuple(extra))]
 
 
@@ -584,6 +598,7 @@ def _manufacturer_info(info: bytes, ctx: _Ctx) -> list[Reading]:
     name = _ascii(p.take(10, "device name"))
     version = p.take(2, "software version")
     maker = _ascii(p.take(20, "manufacturer name"))
+    p.done()
     return [
         Reading(
             model=name or None,
@@ -608,6 +623,7 @@ def _serial_number(info: bytes, ctx: _Ctx) -> list[Reading]:
     p = _Info(info)
     p.u8("COMMAND")
     serial = _ascii(p.take(16, "serial number"))
+    p.done()
     return [Reading(serial=serial or None)]
 
 
@@ -645,6 +661,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     port = p.u16("port voltage") / 100
     # T1-T4 cells, T5 environment, T6 power (MOSFET).
     tmin, tmax = _cell_temps(temps, slice(0, 4))
+    p.done(8)
     return [
         Reading(
             pack_voltage_v=voltage,
@@ -734,6 +751,7 @@ def _seplos_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     alarms = _states_to_alarms(cells, temps, 0, voltage, None)
     alarms |= _flags(_SEPLOS_ALARMS, events, Alarm.NONE)
     onoff = events[_SEPLOS_ONOFF]
+    p.done()
     return [
         Reading(
             protections=_flags(_SEPLOS_PROTECTIONS, events, Protection.NONE),
@@ -782,6 +800,7 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     cycles = p.u16("cycles")
     design = p.u16("design capacity") / 100
     tmin, tmax = _cell_temps(temps, slice(0, 4))
+    p.done()
     return [
         Reading(
             pack_voltage_v=voltage,
@@ -869,6 +888,7 @@ def _pace_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     status = p.take(9, "protection, status, fault and warning bytes")
     alarms = _states_to_alarms(cells, temps, charge, voltage, discharge)
     system = status[_PACE_SYSTEM]
+    p.done()
     return [
         Reading(
             protections=_flags(_PACE_PROTECTIONS, status, Protection.NONE),
@@ -954,6 +974,7 @@ def _eg4_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     soh = p.u16("SOH")
     p.take(2 * 5, "cell and temperature extremes")
     tmin, tmax = _cell_temps(temps, slice(0, 4))
+    p.done(4 * 6 + 2 * 2)
     return [
         Reading(
             pack_voltage_v=voltage,
@@ -1015,6 +1036,7 @@ def _eg4_status(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.u8("system status")
     p.u32("balancing bits")
     # The event bit tables are not documented well enough to name protections: raw, when set.
+    p.done(1)
     return [
         Reading(
             # The one current state does not say which direction: left out.
@@ -1160,6 +1182,9 @@ class RS485Variant:
         """A reply as one Reading per pack (several for a stack's 0x42 with INFO 0xFF)."""
         f, cmd, ctx = self._reply_and_command(frame, request)
         return cmd.decode(f.info, ctx)
+
+    # INFO decoders check that they used every byte: a reply of another variant (the same
+    # framing, another layout) is then an error, not a reading of nonsense.
 
     def decode(self, frame: bytes, request: bytes | None = None) -> Reading:
         """One frame to a partial Reading. A well-formed request carries no reading: an empty

@@ -276,8 +276,9 @@ def _close_late(opening: asyncio.Future[serial.Serial]) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return os.strerror(code).lower()
     text = str(exc).strip()
     if text.startswith("[Errno"):
         text = text.split("]", 1)[-1].strip()
@@ -300,8 +301,6 @@ class SerialLine:
         *,
         on_state: Callable[[LinkStatus], None] | None = None,
     ) -> None:
-        if not devices:
-            raise ValueError(f"link {name}: a line needs at least one device")
         self.name = name
         self.config = config
         self.devices = list(devices)
@@ -375,6 +374,8 @@ class SerialLine:
 
     async def run(self) -> None:
         """Open the port and poll (or listen) until cancelled; reopen whenever it fails."""
+        if not self.devices:
+            raise LinkError(f"link {self.name}: no device to poll or listen to")
         backoff = _BACKOFF_FIRST_S
         while True:
             try:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import termios
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -79,6 +80,7 @@ class SerialBus:
         self.requests = 0
         self.replies = 0
         self.host_bytes = 0  # what the host wrote (on a listen-only line it must be 0)
+        self.wrong_baud = 0  # requests ignored because the host's port runs at another baud
         self._warned_bytes = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -198,6 +200,12 @@ class SerialBus:
             splitter.feed(bytes(self._rx))
             self._rx.clear()
             self._first_rx_at = None
+            if not self._host_baud_matches():
+                # At another baud the BMS hears noise, not a request (a PTY carries the bytes
+                # anyway, so this is modelled): scan must find the right baud.
+                self.wrong_baud += 1
+                splitter.clear()
+                continue
             for frame, codec in splitter.frames():
                 # The request's last byte arrives after its wire time; then the turnaround.
                 start = first + wire_time_s(len(frame), self.baud) + self.turnaround_s
@@ -208,6 +216,18 @@ class SerialBus:
                     await self._transmit(reply, start)
                     self.replies += 1
                 first = loop.time()
+
+    def _host_baud_matches(self) -> bool:
+        """Whether the host set its end of the PTY to this link's baud (PTYs keep the setting
+        though they ignore it). A baud termios has no constant for is not checked."""
+        want = getattr(termios, f"B{self.baud}", None)
+        if want is None or self._slave is None:
+            return True
+        try:
+            speed = termios.tcgetattr(self._slave)[5]
+        except termios.error:
+            return True
+        return bool(speed == want)
 
     def _answer(self, request: bytes, codec: SerialCodec) -> bytes | None:
         try:
