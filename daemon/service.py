@@ -29,7 +29,7 @@ from bankwatch.daemon.detectors import (
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import BankState, Topology
-from bankwatch.drivers.links.can import CanLink, LinkStatus
+from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
 from bankwatch.drivers.registry import PROTOCOLS, CanDriver
 
 __all__ = [
@@ -84,6 +84,8 @@ class Monitor:
         self.started_at = self.clock.monotonic()
         self.state: BankState | None = None
         self.links: dict[str, CanLink] = {}
+        # Links whose batteries must be asked (polled protocols) or that send the keep-alive.
+        self.pollers: dict[str, CanPoller] = {}
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
         self._build_drivers()
 
@@ -105,9 +107,17 @@ class Monitor:
                 log.info("link %s: no battery uses it; not opened", link_name)
                 continue
             if isinstance(link_cfg, CanLinkConfig):
-                self.links[link_name] = CanLink(
-                    link_name, link_cfg, self._frame_handler(link_name), self.clock
-                )
+                link = CanLink(link_name, link_cfg, self._frame_handler(link_name), self.clock)
+                self.links[link_name] = link
+                polled: list[PollSource] = [
+                    d for _, d in self._drivers[link_name] if isinstance(d, PollSource)
+                ]
+                if link_cfg.send_keepalive:
+                    polled.append(KeepAlive())
+                if polled:
+                    self.pollers[link_name] = CanPoller(
+                        link, polled, self.clock, interval_s=link_cfg.poll_interval_s
+                    )
             else:
                 log.warning("link %s: serial links are not supported yet; not opened", link_name)
 
@@ -144,14 +154,20 @@ class Monitor:
 
     # --- running ---------------------------------------------------------------------------------
 
+    def step(self, now: float) -> tuple[BankState, list[AlertEvent]]:
+        """One tick with its sinks: what the running daemon does every `tick_s` (and `replay`
+        does on the log's time)."""
+        state, events = self.tick(now)
+        for sink in self.sinks:
+            try:
+                sink.on_tick(self, state, events)
+            except Exception:
+                log.exception("sink %s failed; it will be called again next tick", sink)
+        return state, events
+
     async def _ticker(self) -> None:
         while True:
-            state, events = self.tick(self.clock.monotonic())
-            for sink in self.sinks:
-                try:
-                    sink.on_tick(self, state, events)
-                except Exception:
-                    log.exception("sink %s failed; it will be called again next tick", sink)
+            self.step(self.clock.monotonic())
             await asyncio.sleep(self.tick_s / self.clock.speed)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -165,6 +181,8 @@ class Monitor:
             async with asyncio.TaskGroup() as tg:
                 for name, link in self.links.items():
                     tg.create_task(link.run(), name=f"link-{name}")
+                for name, poller in self.pollers.items():
+                    tg.create_task(poller.run(), name=f"poll-{name}")
                 for sink in self.sinks:
                     if isinstance(sink, RunningSink):
                         tg.create_task(sink.run(), name=f"sink-{type(sink).__name__}")
