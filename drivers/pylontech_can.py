@@ -780,7 +780,10 @@ class PylontechCanDriver:
         # Old and new firmware frames on one bus: either one's flags count.
         fields["protections"] = _protection(self._p359 | self._p35a)
         fields["alarms"] = _alarm(self._a359 | self._a35a)
-        self._check_enabled(fields["protections"], None, None)
+        # Only cleared here: within one broadcast the flags may come before 0x35C catches up,
+        # so the contradiction is judged when 0x35C arrives.
+        if not fields["protections"]:
+            self._note("protection", None)
 
     def _check_359(self, data: bytes, fields: Fields) -> None:
         self._check_flags(data, fields, 0x359)

@@ -372,7 +372,7 @@ def test_voltage_fitting_neither_scale_is_flagged() -> None:
 
 def test_protection_while_charge_and_discharge_are_enabled_is_flagged() -> None:
     d = PylontechCanDriver("b")
-    _feed(d, "35C#C000", "359#0400000001504E")  # cell under-voltage protection
+    _feed(d, "359#0400000001504E", "35C#C000")  # cell under-voltage protection
     assert d.reading.protections == Protection.CELL_UNDERVOLTAGE
     assert any("cell_undervoltage" in w and "0x35C" in w for w in d.warnings)
     _feed(d, "35C#8000")  # the BMS stops discharge: consistent again
