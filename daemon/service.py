@@ -87,6 +87,8 @@ class Monitor:
         # Links whose batteries must be asked (polled protocols) or that send the keep-alive.
         self.pollers: dict[str, CanPoller] = {}
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
+        # Drivers that had frames since the last tick (see `collect`).
+        self._fresh: dict[str, CanDriver] = {}
         self._build_drivers()
 
     def _build_drivers(self) -> None:
@@ -123,23 +125,43 @@ class Monitor:
 
     def _frame_handler(self, link_name: str) -> Callable[[int, bytes, bool, float], None]:
         drivers = self._drivers[link_name]
-        readings = self.readings
+        fresh = self._fresh
+
+        # Per frame only the drivers are fed; their Readings are fetched once per tick.
+        if len(drivers) == 1:
+            subject, driver = drivers[0]
+            on_frame = driver.on_frame
+
+            def handle_one(can_id: int, data: bytes, extended: bool, now: float) -> None:
+                if on_frame(can_id, data, extended, now):
+                    fresh[subject] = driver
+
+            return handle_one
 
         def handle(can_id: int, data: bytes, extended: bool, now: float) -> None:
             for subject, driver in drivers:
-                reading = driver.on_frame(can_id, data, extended, now)
-                if reading is None:
-                    continue
-                if subject == BANK:
-                    self.bank_reading = reading
-                else:
-                    readings[subject] = reading
+                if driver.on_frame(can_id, data, extended, now):
+                    fresh[subject] = driver
 
         return handle
+
+    def collect(self) -> None:
+        """Fetch the Readings of the drivers that had frames since the last time."""
+        fresh = self._fresh
+        if not fresh:
+            return
+        items = list(fresh.items())
+        fresh.clear()
+        for subject, driver in items:
+            if subject == BANK:
+                self.bank_reading = driver.reading
+            else:
+                self.readings[subject] = driver.reading
 
     # --- one tick: pure given the readings and the time ----------------------------------------
 
     def tick(self, now: float) -> tuple[BankState, list[AlertEvent]]:
+        self.collect()
         state = self.topology.fold(self.readings, now, self.bank_reading)
         conditions: list[Condition] = []
         for detector in DETECTORS:

@@ -449,14 +449,15 @@ class DalyCanDriver:
         """The frames to send each poll cycle: one request per data id."""
         return self._requests
 
-    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> Reading | None:
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool:
+        """Keep a reply from this BMS to this host (True); ignore anything else (False)."""
         if not extended or can_id & 0xFF00FFFF != self._reply_mask:
             self.ignored += 1
-            return None
+            return False
         data_id = (can_id >> 16) & 0xFF
         if data_id not in PAYLOADS:
             self.ignored += 1  # a version string, a settings reply: not read
-            return None
+            return False
         fields = decode_payload(data_id, data)
         self.frames += 1
         extra = fields.pop("extra", None)
@@ -476,8 +477,9 @@ class DalyCanDriver:
                 fields["current_a"] = self._signed_current()
         self._values.update(fields)
         self._values["at"] = now
-        self._reading = reading = Reading(**self._values)
-        return reading
+        # Polled at a few frames per second: merged as they come.
+        self._reading = Reading(**self._values)
+        return True
 
     def _signed_current(self) -> float:
         raw = self._raw_current

@@ -638,15 +638,18 @@ def encode_reading(reading: Reading, ids: Iterable[int] = BROADCAST_IDS) -> list
 
 
 class PylontechCanDriver:
-    """Merges one battery's broadcast frames into its latest Reading.
+    """One battery's broadcast: its latest frame per id, and the Reading they make together.
 
-    Sans-I/O: the CAN link calls `on_frame` for each frame it receives and gets back the merged
-    reading, or None for frames outside the profile (counted, not errors: a shared bus carries
-    the inverter's frames too). A short frame raises FrameError for the link to log.
+    Sans-I/O. The CAN link calls `on_frame` for every frame; it keeps the frame when the id is
+    in the profile (True) and ignores the rest (False, counted: a shared bus carries the
+    inverter's frames too). A frame of the wrong length raises FrameError for the link to log.
+    Per frame that is a table lookup, a length check and a dict store: the broadcast repeats
+    every frame each second, so the frames are decoded only when the Reading is asked for (the
+    daemon asks once per tick), never more often than they change.
 
     What contradicts itself is flagged, never raised: `warnings` lists the current
-    contradictions (logged once when they appear). The 0x356 voltage scale is picked here, by
-    which of 0.01 V and 0.1 V fits the 0x351 limits.
+    contradictions (logged once when they appear, and when they go). The 0x356 voltage scale
+    is chosen here, by which of 0.01 V and 0.1 V fits the 0x351 limits.
     """
 
     protocol = "pylontech-can"
@@ -654,100 +657,91 @@ class PylontechCanDriver:
     def __init__(self, subject: str, *, log_warnings: bool = True) -> None:
         self.subject = subject
         self._log_warnings = log_warnings
-        self._values: Fields = {"subject": subject}
-        self._extra: dict[str, Any] = {}
+        self._frames: dict[int, bytes] = {}
+        self._at = 0.0
+        self._dirty = False
         self._reading = Reading(subject=subject)
         self._notes: dict[str, str] = {}
-        self._raw_volts: int | None = None
-        self._names = ["", "", ""]  # 0x370, 0x371, 0x382
-        self._p359 = self._p35a = 0
-        self._a359 = self._a35a = 0
         self.frames = 0
         self.ignored = 0
         self.voltage_scale_v = 0.01
 
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool:
+        spec = None if extended else _SPECS.get(can_id)
+        if spec is None:
+            self.ignored += 1
+            return False
+        if not spec.min_len <= len(data) <= 8:
+            _spec_for(can_id, data, extended)  # raises the FrameLengthError that says why
+        self._frames[can_id] = data
+        self._at = now
+        self._dirty = True
+        self.frames += 1
+        return True
+
     @property
     def reading(self) -> Reading:
+        if self._dirty:
+            self._build()
         return self._reading
 
     @property
     def warnings(self) -> list[str]:
+        if self._dirty:
+            self._build()
         return list(self._notes.values())
 
-    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> Reading | None:
-        spec = None if extended else _SPECS.get(can_id)
-        if spec is None:
-            self.ignored += 1
-            return None
-        if not spec.min_len <= len(data) <= 8:
-            _spec_for(can_id, data, extended)  # raises the FrameLengthError that says why
-        fields = spec.decode(data)
-        self.frames += 1
-        values = self._values
-        check = _CHECKS.get(can_id)
-        extra = fields.pop("extra", None)
-        if extra is not None:
-            self._extra.update(extra)
-            values["extra"] = tuple(self._extra.items())
-        if check is not None:
-            check(self, data, fields)
-        values.update(fields)
-        values["at"] = now
-        self._reading = reading = Reading(**values)
-        return reading
+    # --- assembling: decode the latest frames, then check them against each other ------------
 
-    # --- cross-frame checks -----------------------------------------------------------------
+    def _build(self) -> None:
+        self._dirty = False
+        frames = self._frames
+        values: Fields = {"subject": self.subject, "at": self._at}
+        extra: dict[str, Any] = {}
+        decoded: dict[int, Fields] = {}
+        for can_id, spec in _SPECS.items():
+            data = frames.get(can_id)
+            if data is None:
+                continue
+            fields = decoded[can_id] = spec.decode(data)
+            for key, value in fields.items():
+                if key == "extra":
+                    extra.update(value)
+                elif value is not None:
+                    values[key] = value
+        notes: dict[str, str] = {}
+        self._limits(decoded, values, notes)
+        self._voltage(decoded, values, notes)
+        self._flags(decoded, values, notes)
+        self._names(values)
+        self._modules(decoded, notes)
+        self._cells(decoded, notes)
+        if 0x355 in frames:
+            self._soc(frames[0x355], notes)
+        if extra:
+            values["extra"] = tuple(extra.items())
+        self._reading = Reading(**values)
+        self._log_changes(notes)
 
-    def _note(self, key: str, message: str | None) -> None:
-        old = self._notes.get(key)
-        if message is None:
-            if old is not None:
-                del self._notes[key]
-                if self._log_warnings:
-                    log.info("%s: resolved: %s", self.subject, old)
+    def _limits(self, decoded: dict[int, Fields], values: Fields, notes: dict[str, str]) -> None:
+        f = decoded.get(0x351)
+        if f is None:
             return
-        if old != message:
-            self._notes[key] = message
-            if old is None and self._log_warnings:
-                log.warning("%s: %s", self.subject, message)
-
-    def _check_351(self, data: bytes, fields: Fields) -> None:
-        cvl, dvl = fields["charge_voltage_limit_v"], fields["discharge_voltage_limit_v"]
-        self._note(
-            "limits",
-            f"0x351: discharge voltage limit {dvl:g} V is not below the charge voltage "
-            f"limit {cvl:g} V"
-            if dvl is not None and dvl >= cvl
-            else None,
-        )
-        if self._raw_volts is not None:
-            self._values["pack_voltage_v"] = self._pick_voltage(self._raw_volts, cvl, dvl)
-
-    def _check_355(self, data: bytes, fields: Fields) -> None:
-        message = None
-        if len(data) >= 6:
-            soc = _U16.unpack_from(data)[0]
-            hires = _U16.unpack_from(data, 4)[0] / 100
-            if hires and abs(hires - soc) >= 1.0:
-                message = (
-                    f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; "
-                    f"using {soc} %"
-                )
-        self._note("soc", message)
-
-    def _check_356(self, data: bytes, fields: Fields) -> None:
-        raw = _S16X3.unpack_from(data)[0]
-        self._raw_volts = raw
-        values = self._values
-        cvl = values.get("charge_voltage_limit_v")
-        if cvl is not None:
-            fields["pack_voltage_v"] = self._pick_voltage(
-                raw, cvl, values.get("discharge_voltage_limit_v")
+        cvl, dvl = f["charge_voltage_limit_v"], f["discharge_voltage_limit_v"]
+        if dvl is not None and dvl >= cvl:
+            notes["limits"] = (
+                f"0x351: discharge voltage limit {dvl:g} V is not below the charge voltage "
+                f"limit {cvl:g} V"
             )
 
-    def _pick_voltage(self, raw: int, cvl: float, dvl: float | None) -> float:
+    def _voltage(self, decoded: dict[int, Fields], values: Fields, notes: dict[str, str]) -> None:
         """0.01 V (the Pylon PDF, every Pylontech/BYD/Victron capture) or 0.1 V (Discover AES,
-        Sol-Ark's document): whichever puts the voltage between the 0x351 limits."""
+        Sol-Ark's document): whichever puts the 0x356 voltage between the 0x351 limits."""
+        limits = decoded.get(0x351)
+        if 0x356 not in decoded or limits is None:
+            return
+        raw = _S16X3.unpack_from(self._frames[0x356])[0]
+        cvl, dvl = limits["charge_voltage_limit_v"], limits["discharge_voltage_limit_v"]
         low = (dvl if dvl else cvl * 0.75) * 0.8
         high = cvl * 1.15
         for scale in (0.01, 0.1):
@@ -761,108 +755,88 @@ class PylontechCanDriver:
                         volts,
                     )
                 self.voltage_scale_v = scale
-                self._note("voltage", None)
-                return volts
-        limits = f"{dvl:g}-{cvl:g} V" if dvl else f"charge limit {cvl:g} V"
-        self._note(
-            "voltage",
+                values["pack_voltage_v"] = volts
+                return
+        span = f"{dvl:g}-{cvl:g} V" if dvl else f"charge limit {cvl:g} V"
+        notes["voltage"] = (
             f"0x356: voltage {raw / 100:g} V (or {raw / 10:g} V at 0.1 V) fits the 0x351 "
-            f"limits ({limits}) at neither scale",
+            f"limits ({span}) at neither scale"
         )
-        return round(raw * self.voltage_scale_v, 3)
+        values["pack_voltage_v"] = round(raw * self.voltage_scale_v, 3)
 
-    def _check_flags(self, data: bytes, fields: Fields, source: int) -> None:
-        p, a = fields["protections"].value, fields["alarms"].value
-        if source == 0x359:
-            self._p359, self._a359 = p, a
-        else:
-            self._p35a, self._a35a = p, a
-        # Old and new firmware frames on one bus: either one's flags count.
-        fields["protections"] = _protection(self._p359 | self._p35a)
-        fields["alarms"] = _alarm(self._a359 | self._a35a)
-        # Only cleared here: within one broadcast the flags may come before 0x35C catches up,
-        # so the contradiction is judged when 0x35C arrives.
-        if not fields["protections"]:
-            self._note("protection", None)
+    def _flags(self, decoded: dict[int, Fields], values: Fields, notes: dict[str, str]) -> None:
+        # Old and new firmware frames on one bus (0x359 and 0x35A): either one's flags count.
+        p = a = 0
+        for can_id in (0x359, 0x35A):
+            f = decoded.get(can_id)
+            if f is not None:
+                p |= f["protections"].value
+                a |= f["alarms"].value
+        if 0x359 in decoded or 0x35A in decoded:
+            values["protections"] = protections = _protection(p)
+            values["alarms"] = _alarm(a)
+            if protections and values.get("charge_enabled") and values.get("discharge_enabled"):
+                names = ", ".join(str(m.name).lower() for m in _members(protections))
+                notes["protection"] = (
+                    f"protection active ({names}) while 0x35C enables charge and discharge"
+                )
 
-    def _check_359(self, data: bytes, fields: Fields) -> None:
-        self._check_flags(data, fields, 0x359)
+    def _names(self, values: Fields) -> None:
+        frames = self._frames
+        first = frames.get(0x370)
+        if first is not None:
+            second = frames.get(0x371, b"")
+            # The second half keeps its leading space ("Discover" + " AES").
+            tail = second.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip()
+            values["model"] = (_ascii(first) + tail).strip() or values.get("model")
 
-    def _check_35a(self, data: bytes, fields: Fields) -> None:
-        self._check_flags(data, fields, 0x35A)
-
-    def _check_35c(self, data: bytes, fields: Fields) -> None:
-        self._check_enabled(None, fields["charge_enabled"], fields["discharge_enabled"])
-
-    def _check_enabled(
-        self, protections: Protection | None, charge: bool | None, discharge: bool | None
-    ) -> None:
-        values = self._values
-        if protections is None:
-            protections = values.get("protections")
-        if charge is None:
-            charge = values.get("charge_enabled")
-        if discharge is None:
-            discharge = values.get("discharge_enabled")
-        message = None
-        if protections and charge and discharge:
-            names = ", ".join(str(m.name).lower() for m in _members(protections))
-            message = f"protection active ({names}) while 0x35C enables charge and discharge"
-        self._note("protection", message)
-
-    def _check_name(self, index: int, fields: Fields) -> None:
-        self._names[index] = fields["model"]
-        joined = self._names[0] + self._names[1] if self._names[0] else self._names[2]
-        fields["model"] = joined.strip() or fields["model"]
-
-    def _check_370(self, data: bytes, fields: Fields) -> None:
-        self._check_name(0, fields)
-
-    def _check_371(self, data: bytes, fields: Fields) -> None:
-        # The second half keeps its leading space ("Discover" + " AES").
-        fields["model"] = data.split(b"\x00", 1)[0].decode("ascii", errors="replace").rstrip()
-        self._check_name(1, fields)
-
-    def _check_382(self, data: bytes, fields: Fields) -> None:
-        self._check_name(2, fields)
-
-    def _check_372(self, data: bytes, fields: Fields) -> None:
-        online = fields.get("modules_online")
-        worst = max(
-            fields.get("modules_blocking_charge", 0), fields.get("modules_blocking_discharge", 0)
-        )
-        message = None
+    def _modules(self, decoded: dict[int, Fields], notes: dict[str, str]) -> None:
+        f = decoded.get(0x372)
+        if f is None:
+            return
+        online = f.get("modules_online")
+        worst = max(f.get("modules_blocking_charge", 0), f.get("modules_blocking_discharge", 0))
         if online is not None and worst > online:
-            message = f"0x372: {worst} modules blocking, but only {online} online"
-        self._note("modules", message)
+            notes["modules"] = f"0x372: {worst} modules blocking, but only {online} online"
 
-    def _check_373(self, data: bytes, fields: Fields) -> None:
-        vmin, vmax = fields["cell_voltage_min_v"], fields["cell_voltage_max_v"]
+    def _cells(self, decoded: dict[int, Fields], notes: dict[str, str]) -> None:
+        f = decoded.get(0x373)
+        if f is None:
+            return
+        vmin, vmax = f["cell_voltage_min_v"], f["cell_voltage_max_v"]
         problems = []
         if vmin > vmax:
             problems.append(f"min cell voltage {vmin:g} V above max {vmax:g} V")
         if not (0.5 <= vmin <= 5.0 and 0.5 <= vmax <= 5.0):
             problems.append(f"cell voltages {vmin:g}/{vmax:g} V are no cell's")
-        tmin, tmax = fields.get("cell_temperature_min_c"), fields.get("cell_temperature_max_c")
+        tmin, tmax = f.get("cell_temperature_min_c"), f.get("cell_temperature_max_c")
         if tmin is not None and tmax is not None and tmin > tmax:
             problems.append(f"min cell temperature {tmin:g} °C above max {tmax:g} °C")
-        self._note("cells", "0x373: " + "; ".join(problems) if problems else None)
+        if problems:
+            notes["cells"] = "0x373: " + "; ".join(problems)
+
+    def _soc(self, data: bytes, notes: dict[str, str]) -> None:
+        if len(data) < 6:
+            return
+        soc = _U16.unpack_from(data)[0]
+        hires = _U16.unpack_from(data, 4)[0] / 100
+        if hires and abs(hires - soc) >= 1.0:
+            notes["soc"] = (
+                f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; "
+                f"using {soc} %"
+            )
+
+    def _log_changes(self, notes: dict[str, str]) -> None:
+        old, self._notes = self._notes, notes
+        if not self._log_warnings or old == notes:
+            return
+        for key, message in notes.items():
+            if key not in old:
+                log.warning("%s: %s", self.subject, message)
+        for key, message in old.items():
+            if key not in notes:
+                log.info("%s: resolved: %s", self.subject, message)
 
 
 def _members(flags: Protection) -> list[Protection]:
     return [m for m in Protection if m.value and m in flags]
-
-
-_CHECKS: dict[int, Callable[[PylontechCanDriver, bytes, Fields], None]] = {
-    0x351: PylontechCanDriver._check_351,
-    0x355: PylontechCanDriver._check_355,
-    0x356: PylontechCanDriver._check_356,
-    0x359: PylontechCanDriver._check_359,
-    0x35A: PylontechCanDriver._check_35a,
-    0x35C: PylontechCanDriver._check_35c,
-    0x370: PylontechCanDriver._check_370,
-    0x371: PylontechCanDriver._check_371,
-    0x372: PylontechCanDriver._check_372,
-    0x373: PylontechCanDriver._check_373,
-    0x382: PylontechCanDriver._check_382,
-}

@@ -21,12 +21,16 @@ LinkKind = Literal["can", "serial"]
 
 
 class CanDriver(Protocol):
-    """A driver that listens on a CAN link: fed every frame, returns the merged Reading when
-    a frame was its own, else None."""
+    """A driver that listens on a CAN link: fed every frame, it keeps its own (True) and
+    ignores the rest (False); `reading` is what its frames say so far. Frames arrive faster
+    than anyone reads them, so a driver may put the Reading together only when asked."""
 
     protocol: str
 
-    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> Reading | None: ...
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool: ...
+
+    @property
+    def reading(self) -> Reading: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,9 @@ _HINTS = {
     errno.ENODEV: " (no such interface: check the HAT overlay and `ip link show`)",
     errno.ENETDOWN: " (the interface is down: `ip link set can0 up type can bitrate 500000`)",
 }
+# python-can's socketcand client logs a WARNING whenever a TCP read ends inside a frame, which on
+# a busy bus is most reads: that is normal TCP, not a fault, and would flood the journal.
+_CHATTY_LOGGERS = ("can.interfaces.socketcand.socketcand",)
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
@@ -111,6 +114,8 @@ async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> c
     if config.interface == "socketcand":
         assert config.host is not None and config.port is not None
         await _probe_tcp(config.host, config.port, timeout)
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     kwargs = _bus_kwargs(config)
     opening = asyncio.get_running_loop().run_in_executor(None, lambda: can.Bus(**kwargs))
     try:

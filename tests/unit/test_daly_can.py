@@ -100,7 +100,7 @@ def test_uart_captures_decode_as_can_replies(vector: dict[str, Any]) -> None:
     driver = DalyCanDriver("bms", address)
     # 0x95/0x96 are assembled against the cell and sensor counts of 0x94.
     got = driver.on_frame(reply_id(data_id, address), data, True, 1.0)
-    assert got is not None and driver.frames == 1
+    assert got is True and driver.frames == 1
     for key, want in vector["expect"].items():
         _check(driver, data_id, data, key, want)
 
@@ -132,13 +132,13 @@ def test_ids_follow_the_daly_can_layout() -> None:
 def test_the_driver_keeps_only_replies_from_its_bms_to_its_host() -> None:
     d = DalyCanDriver("b2", 2)
     payload = bytes.fromhex("02100000753001F4")
-    assert d.on_frame(0x18904001, payload, True, 0) is None  # BMS 1
-    assert d.on_frame(0x18900240, payload, True, 0) is None  # a request to BMS 2
-    assert d.on_frame(0x18904102, payload, True, 0) is None  # a reply to another host
-    assert d.on_frame(0x351, payload, False, 0) is None  # Pylontech on the same bus
-    assert d.on_frame(0x18624002, payload, True, 0) is None  # a data id not decoded
+    assert d.on_frame(0x18904001, payload, True, 0) is False  # BMS 1
+    assert d.on_frame(0x18900240, payload, True, 0) is False  # a request to BMS 2
+    assert d.on_frame(0x18904102, payload, True, 0) is False  # a reply to another host
+    assert d.on_frame(0x351, payload, False, 0) is False  # Pylontech on the same bus
+    assert d.on_frame(0x18624002, payload, True, 0) is False  # a data id not decoded
     assert d.ignored == 5 and d.frames == 0
-    assert d.on_frame(0x18904002, payload, True, 0) is not None
+    assert d.on_frame(0x18904002, payload, True, 0) is True
     assert [f[0] for f in d.requests()] == [0x18000240 | (i << 16) for i in d.poll_ids]
 
 

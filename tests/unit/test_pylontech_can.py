@@ -152,7 +152,7 @@ def test_vector_decodes_to_expected(vector: dict[str, Any]) -> None:
     driver = PylontechCanDriver("bank")
     for before in _context(vector):
         driver.on_frame(int(before["can_id"], 16), bytes.fromhex(before["data_hex"]), False, 0)
-    assert driver.on_frame(can_id, data, False, 1.0) is not None
+    assert driver.on_frame(can_id, data, False, 1.0) is True
     for key, want in vector["expect"].items():
         _check(driver, can_id, data, key, want)
     if "warning" not in vector["expect"]:
@@ -214,8 +214,8 @@ def test_a_whole_broadcast_merges_into_one_reading() -> None:
 
 def test_driver_ignores_foreign_frames_and_counts_them() -> None:
     driver = PylontechCanDriver("b1")
-    assert driver.on_frame(0x305, bytes(8), False, 1.0) is None  # the inverter's keep-alive
-    assert driver.on_frame(0x18900140, bytes(8), True, 1.0) is None
+    assert driver.on_frame(0x305, bytes(8), False, 1.0) is False  # the inverter's keep-alive
+    assert driver.on_frame(0x18900140, bytes(8), True, 1.0) is False
     assert driver.ignored == 2 and driver.frames == 0
 
 
