@@ -106,6 +106,57 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, duration_s=args.duration, speed=args.speed))
 
 
+def _is_serial_port(target: str) -> bool:
+    """`sniff` takes a serial port path or a CAN link/interface name."""
+    return target.startswith(("/", ".")) or target.upper().startswith("COM")
+
+
+def cmd_sniff(args: argparse.Namespace) -> int:
+    if _is_serial_port(args.target):
+        raise UsageError(
+            f"{args.target}: sniffing a serial port is not in this build; "
+            "give a CAN link name or --interface/--channel"
+        )
+    from bankwatch.daemon.sniff_can import link_config_from_args, run_sniff_can
+
+    link = link_config_from_args(args)
+    return asyncio.run(
+        run_sniff_can(link, name=args.target, as_json=args.json, duration_s=args.duration)
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bankwatch.daemon.replay import AlertCounter, replay
+    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink, Sink
+
+    config = load_config(args.config) if args.config else None
+    counter = AlertCounter()
+    sinks: list[Sink] = [AlertLogSink(), counter]
+    if args.json:
+        sinks.append(JsonAlertSink())
+    if args.view:
+        from bankwatch.daemon.console import ConsoleView
+
+        console = ConsoleView(sys.stdout)
+        console.capture_logs()
+        sinks.append(console)
+    monitor, played = asyncio.run(
+        replay(Path(args.file), config, sinks, speed=args.speed or 1.0, fast=args.fast)
+    )
+    statuses = ", ".join(
+        f"link {s.name}: {s.frames} frames, {s.error_frames} error frames, {s.bad_frames} bad"
+        for s in monitor.link_statuses()
+    )
+    print(
+        f"replayed {played} frames from {args.file} ({statuses}); alerts raised: "
+        f"{counter.summary()}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bankwatch",
@@ -148,6 +199,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("sniff", help="live decoded view of a bus")
+    p.add_argument("target", help="a CAN link name from --config, or a CAN channel (can0)")
+    p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
+    from bankwatch.daemon.sniff_can import add_can_arguments
+
+    add_can_arguments(p)
+    p.set_defaults(func=cmd_sniff)
+
+    p = sub.add_parser("replay", help="feed a candump -l log through the monitor as if live")
+    p.add_argument("file", help="a log written by `candump -l`")
+    p.add_argument("--config", help="the bank's config (default: one pylontech-can battery)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_positive, help="play N times faster than recorded")
+    pace.add_argument("--fast", action="store_true", help="play as fast as possible")
+    p.add_argument("--json", action="store_true", help="print alert events as JSON lines")
+    p.add_argument("--view", action="store_true", help="show the live terminal view")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
     p.add_argument("protocol", help="protocol name, e.g. pylontech-can")
     p.add_argument("frames", nargs="+", help="frames; CAN as ID#DATA (candump notation)")
@@ -164,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command in ("run", "simulate") and args.verbose == 0:
+    if args.command in ("run", "simulate", "replay") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
         code: int = args.func(args)
