@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 
-from bankwatch.daemon.config import Config, load_config, parse_config
+from bankwatch.daemon.config import Config, SerialLinkConfig, load_config, parse_config
 from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
@@ -129,24 +129,71 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_sniff(args: argparse.Namespace) -> int:
+    """A serial port (or a serial link of --config) goes to the serial sniffer; a CAN link name
+    or interface channel to the CAN one."""
     from bankwatch.daemon.serial_tools import is_serial_port, sniff
 
-    if not is_serial_port(args.target):
-        # A CAN interface or link: the CAN side of sniff lives with the CAN link (issue 4).
-        raise UsageError(
-            f"{args.target!r} is not a serial port (/dev/tty*, /dev/serial/by-id/*); "
-            "sniffing a CAN bus is not available in this build"
-        )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            sniff(
-                args.target,
-                protocols=args.protocol,
-                baud=args.baud,
-                duration_s=args.duration,
-                json_out=args.json,
+    port, baud, protocols = args.target, args.baud, args.protocol
+    if args.config and not is_serial_port(port):
+        config = load_config(args.config)
+        link = config.links.get(port)
+        if isinstance(link, SerialLinkConfig):
+            port, baud = link.port, baud or link.baud
+            on_it = {
+                b.source.protocol
+                for _, b in config.batteries()
+                if b.source is not None and b.source.link == args.target
+            }
+            protocols = protocols or sorted(on_it) or None
+    if is_serial_port(port):
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                sniff(
+                    port,
+                    protocols=protocols,
+                    baud=baud or 9600,
+                    duration_s=args.duration,
+                    json_out=args.json,
+                )
             )
-        )
+        return EXIT_OK
+    from bankwatch.daemon.sniff_can import link_config_from_args, run_sniff_can
+
+    can_link = link_config_from_args(args)
+    return asyncio.run(
+        run_sniff_can(can_link, name=args.target, as_json=args.json, duration_s=args.duration)
+    )
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bankwatch.daemon.replay import AlertCounter, replay
+    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink, Sink
+
+    config = load_config(args.config) if args.config else None
+    counter = AlertCounter()
+    sinks: list[Sink] = [AlertLogSink(), counter]
+    if args.json:
+        sinks.append(JsonAlertSink())
+    if args.view:
+        from bankwatch.daemon.console import ConsoleView
+
+        console = ConsoleView(sys.stdout)
+        console.capture_logs()
+        sinks.append(console)
+    monitor, played = asyncio.run(
+        replay(Path(args.file), config, sinks, speed=args.speed or 1.0, fast=args.fast)
+    )
+    statuses = ", ".join(
+        f"link {s.name}: {s.frames} frames, {s.error_frames} error frames, {s.bad_frames} bad"
+        for s in monitor.link_statuses()
+    )
+    print(
+        f"replayed {played} frames from {args.file} ({statuses}); alerts raised: "
+        f"{counter.summary()}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -192,6 +239,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.set_defaults(func=cmd_simulate)
 
+    p = sub.add_parser("sniff", help="live decoded view of a bus (listen-only)")
+    p.add_argument(
+        "target",
+        help="a serial port (/dev/serial/by-id/...), a link name from --config, "
+        "or a CAN channel (can0)",
+    )
+    p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
+    from bankwatch.daemon.sniff_can import add_can_arguments
+
+    add_can_arguments(p)
+    # serial buses
+    p.add_argument(
+        "--protocol",
+        action="append",
+        help="serial: the bus's protocol (repeat for more; default: try every one)",
+    )
+    p.add_argument("--baud", type=int, help="serial: the bus's baud rate (default 9600)")
+    p.set_defaults(func=cmd_sniff)
+
+    p = sub.add_parser("replay", help="feed a candump -l log through the monitor as if live")
+    p.add_argument("file", help="a log written by `candump -l`")
+    p.add_argument("--config", help="the bank's config (default: one pylontech-can battery)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=_positive, help="play N times faster than recorded")
+    pace.add_argument("--fast", action="store_true", help="play as fast as possible")
+    p.add_argument("--json", action="store_true", help="print alert events as JSON lines")
+    p.add_argument("--view", action="store_true", help="show the live terminal view")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
     p.add_argument("protocol", help="protocol name, e.g. pylontech-can")
     p.add_argument(
@@ -223,18 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print what answered as JSON")
     p.set_defaults(func=cmd_scan)
-
-    p = sub.add_parser("sniff", help="live decoded view of a serial bus, listen-only")
-    p.add_argument("target", help="the serial port to listen to (sends nothing)")
-    p.add_argument(
-        "--protocol",
-        action="append",
-        help="the bus's serial protocol (repeat for more; default: try every one)",
-    )
-    p.add_argument("--baud", type=int, default=9600, help="the bus's baud rate (9600)")
-    p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
-    p.add_argument("--json", action="store_true", help="one JSON object per frame")
-    p.set_defaults(func=cmd_sniff)
     return parser
 
 
@@ -247,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.command in ("run", "simulate") and args.verbose == 0:
+    if args.command in ("run", "simulate", "replay") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
         code: int = args.func(args)

@@ -131,6 +131,11 @@ class CanLinkConfig(_Strict):
     tty_baudrate: Annotated[int, Field(gt=0)] | None = None
     # No frame for this long marks the link down (python-can may never notice a vanished adapter).
     silence_timeout_s: PositiveFloat = 5.0
+    # Polled protocols (daly-can): how often each battery on this bus is asked.
+    poll_interval_s: PositiveFloat = 1.0
+    # Send the inverter keep-alive (0x305) once a second, for a bus where bankwatch is the only
+    # receiver. Off by default: bankwatch only listens beside an inverter.
+    send_keepalive: bool = False
 
     @model_validator(mode="after")
     def _socketcand_needs_server(self) -> CanLinkConfig:

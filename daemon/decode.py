@@ -2,22 +2,55 @@
 
 CAN frames are written as candump does (`ID#DATA`, hex: `351#1402C012C012C201`); an id of more
 than three hex digits is extended. A frame that cannot be decoded raises FrameError naming it.
+
+The frames go through the protocol's driver, the same code the daemon runs, so what the daemon
+would flag as contradicting itself (a 0x356 voltage that fits the 0x351 limits at neither scale,
+a protection while 0x35C enables both directions ...) comes out as a `warnings` list.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import Reading, merge_readings
-from bankwatch.drivers import pylontech_can
+from bankwatch.daemon.model import Reading
+from bankwatch.drivers import daly_can, pylontech_can
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = ["decode_frames", "parse_candump"]
 
 _CANDUMP = re.compile(r"^([0-9A-Fa-f]{1,8})#([0-9A-Fa-f]*)$")
-_CAN_DECODERS = {"pylontech-can": pylontech_can.decode_frame}
+
+
+class _Assembler(Protocol):
+    @property
+    def reading(self) -> Reading: ...
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool: ...
+
+
+def _pylontech(first: tuple[int, bytes, bool]) -> _Assembler:
+    return pylontech_can.PylontechCanDriver("", log_warnings=False)
+
+
+def _daly(first: tuple[int, bytes, bool]) -> _Assembler:
+    # The BMS address is the reply's source; a request (from the host) names it as destination.
+    return daly_can.DalyCanDriver("", daly_can.bms_address_of(first[0]), log_warnings=False)
+
+
+_VALIDATORS: dict[str, Callable[[int, bytes, bool], object]] = {
+    "pylontech-can": lambda i, d, e: pylontech_can.decode_fields(i, d, extended=e),
+    "daly-can": lambda i, d, e: daly_can.decode_reply(i, d, extended=e),
+}
+_ASSEMBLERS: dict[str, Callable[[tuple[int, bytes, bool]], _Assembler]] = {
+    "pylontech-can": _pylontech,
+    "daly-can": _daly,
+}
 
 
 def parse_candump(text: str) -> tuple[int, bytes, bool]:
@@ -44,15 +77,21 @@ def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
         from bankwatch.daemon.serial_decode import decode_serial_frames
 
         return decode_serial_frames(protocol, frames)
-    decoder = _CAN_DECODERS.get(protocol)
-    if decoder is None:
+    validate = _VALIDATORS.get(protocol)
+    make = _ASSEMBLERS.get(protocol)
+    if validate is None or make is None:
         raise UsageError(f"protocol {protocol!r} has no frame decoder yet")
-    reading = Reading()
-    for text in frames:
-        can_id, data, extended = parse_candump(text)
+    parsed = [parse_candump(text) for text in frames]
+    assembler: _Assembler | None = None
+    for text, (can_id, data, extended) in zip(frames, parsed, strict=True):
         try:
-            part = decoder(can_id, data, extended=extended)
+            validate(can_id, data, extended)  # one clear error for a frame that is not ours
+            if assembler is None:
+                assembler = make((can_id, data, extended))
+            assembler.on_frame(can_id, data, extended, 0.0)
         except FrameError as exc:
             raise FrameError(f"{text}: {exc}") from None
-        reading = merge_readings(reading, part)
-    return reading.to_json()
+    out = Reading().to_json() if assembler is None else assembler.reading.to_json()
+    if assembler is not None and assembler.warnings:
+        out["warnings"] = assembler.warnings
+    return out

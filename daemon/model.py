@@ -49,6 +49,9 @@ class Alarm(enum.Flag):
     HIGH_TEMPERATURE = enum.auto()
     LOW_TEMPERATURE = enum.auto()
     INTERNAL_COMMUNICATION = enum.auto()
+    # SMA/Victron-profile CAN (0x35A) warns of these too.
+    CELL_IMBALANCE = enum.auto()
+    SYSTEM = enum.auto()
 
 
 def flag_names(flags: enum.Flag | None) -> list[str]:
@@ -94,6 +97,18 @@ class Reading:
     protections: Protection | None = None
     alarms: Alarm | None = None
     modules_online: int | None = None
+    # Bank-level CAN broadcasts (0x372): modules that stopped talking or block a direction.
+    modules_offline: int | None = None
+    modules_blocking_charge: int | None = None
+    modules_blocking_discharge: int | None = None
+    # Which cell holds the extreme (CAN 0x374-0x377: an id string such as "Pack-01#" or "2").
+    cell_voltage_min_id: str | None = None
+    cell_voltage_max_id: str | None = None
+    cell_temperature_min_id: str | None = None
+    cell_temperature_max_id: str | None = None
+    # Lifetime energy counters (CAN 0x378).
+    charged_energy_kwh: float | None = None
+    discharged_energy_kwh: float | None = None
     manufacturer: str | None = None
     model: str | None = None
     serial: str | None = None

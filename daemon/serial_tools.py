@@ -44,7 +44,7 @@ _SERIAL_PREFIXES = ("/dev/tty", "/dev/serial/", "/dev/pts/", "/dev/rfcomm", "COM
 def is_serial_port(target: str) -> bool:
     """Whether `bankwatch sniff TARGET` names a serial port (else a CAN interface or link):
     a device path under /dev that is not a CAN interface, or any existing file path."""
-    if target.startswith(_SERIAL_PREFIXES):
+    if target.startswith(_SERIAL_PREFIXES) or target.startswith(("/", "./", "../")):
         return True
     return "/" in target and os.path.exists(target)
 

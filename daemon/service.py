@@ -29,7 +29,7 @@ from bankwatch.daemon.detectors import (
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import BankState, Topology
-from bankwatch.drivers.links.can import CanLink, LinkStatus
+from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
 from bankwatch.drivers.links.serial import Device, SerialLine
 from bankwatch.drivers.registry import PROTOCOLS, CanDriver, serial_codec_for
 
@@ -85,7 +85,11 @@ class Monitor:
         self.started_at = self.clock.monotonic()
         self.state: BankState | None = None
         self.links: dict[str, CanLink] = {}
+        # Links whose batteries must be asked (polled protocols) or that send the keep-alive.
+        self.pollers: dict[str, CanPoller] = {}
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
+        # Drivers that had frames since the last tick (see `collect`).
+        self._fresh: dict[str, CanDriver] = {}
         # Serial lines: one task each polls (or listens to) every device on its port.
         self.serial_lines: dict[str, SerialLine] = {}
         self._serial_devices: dict[str, list[Device]] = {}
@@ -119,9 +123,17 @@ class Monitor:
                     log.info("link %s: no battery uses it; not opened", link_name)
                 continue
             if isinstance(link_cfg, CanLinkConfig):
-                self.links[link_name] = CanLink(
-                    link_name, link_cfg, self._frame_handler(link_name), self.clock
-                )
+                link = CanLink(link_name, link_cfg, self._frame_handler(link_name), self.clock)
+                self.links[link_name] = link
+                polled: list[PollSource] = [
+                    d for _, d in self._drivers[link_name] if isinstance(d, PollSource)
+                ]
+                if link_cfg.send_keepalive:
+                    polled.append(KeepAlive())
+                if polled:
+                    self.pollers[link_name] = CanPoller(
+                        link, polled, self.clock, interval_s=link_cfg.poll_interval_s
+                    )
             else:
                 log.warning("link %s: a serial link for CAN devices; not opened", link_name)
 
@@ -143,23 +155,43 @@ class Monitor:
 
     def _frame_handler(self, link_name: str) -> Callable[[int, bytes, bool, float], None]:
         drivers = self._drivers[link_name]
-        readings = self.readings
+        fresh = self._fresh
+
+        # Per frame only the drivers are fed; their Readings are fetched once per tick.
+        if len(drivers) == 1:
+            subject, driver = drivers[0]
+            on_frame = driver.on_frame
+
+            def handle_one(can_id: int, data: bytes, extended: bool, now: float) -> None:
+                if on_frame(can_id, data, extended, now):
+                    fresh[subject] = driver
+
+            return handle_one
 
         def handle(can_id: int, data: bytes, extended: bool, now: float) -> None:
             for subject, driver in drivers:
-                reading = driver.on_frame(can_id, data, extended, now)
-                if reading is None:
-                    continue
-                if subject == BANK:
-                    self.bank_reading = reading
-                else:
-                    readings[subject] = reading
+                if driver.on_frame(can_id, data, extended, now):
+                    fresh[subject] = driver
 
         return handle
+
+    def collect(self) -> None:
+        """Fetch the Readings of the drivers that had frames since the last time."""
+        fresh = self._fresh
+        if not fresh:
+            return
+        items = list(fresh.items())
+        fresh.clear()
+        for subject, driver in items:
+            if subject == BANK:
+                self.bank_reading = driver.reading
+            else:
+                self.readings[subject] = driver.reading
 
     # --- one tick: pure given the readings and the time ----------------------------------------
 
     def tick(self, now: float) -> tuple[BankState, list[AlertEvent]]:
+        self.collect()
         state = self.topology.fold(self.readings, now, self.bank_reading)
         conditions: list[Condition] = []
         for detector in DETECTORS:
@@ -176,14 +208,20 @@ class Monitor:
 
     # --- running ---------------------------------------------------------------------------------
 
+    def step(self, now: float) -> tuple[BankState, list[AlertEvent]]:
+        """One tick with its sinks: what the running daemon does every `tick_s` (and `replay`
+        does on the log's time)."""
+        state, events = self.tick(now)
+        for sink in self.sinks:
+            try:
+                sink.on_tick(self, state, events)
+            except Exception:
+                log.exception("sink %s failed; it will be called again next tick", sink)
+        return state, events
+
     async def _ticker(self) -> None:
         while True:
-            state, events = self.tick(self.clock.monotonic())
-            for sink in self.sinks:
-                try:
-                    sink.on_tick(self, state, events)
-                except Exception:
-                    log.exception("sink %s failed; it will be called again next tick", sink)
+            self.step(self.clock.monotonic())
             await asyncio.sleep(self.tick_s / self.clock.speed)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -197,6 +235,8 @@ class Monitor:
             async with asyncio.TaskGroup() as tg:
                 for name, link in self.links.items():
                     tg.create_task(link.run(), name=f"link-{name}")
+                for name, poller in self.pollers.items():
+                    tg.create_task(poller.run(), name=f"poll-{name}")
                 for name, line in self.serial_lines.items():
                     tg.create_task(line.run(), name=f"serial-{name}")
                 for sink in self.sinks:

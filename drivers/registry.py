@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from bankwatch.daemon.model import Reading
 from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3
+from bankwatch.drivers.daly_can import DalyCanDriver
 from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
@@ -30,12 +31,16 @@ LinkKind = Literal["can", "serial"]
 
 
 class CanDriver(Protocol):
-    """A driver that listens on a CAN link: fed every frame, returns the merged Reading when
-    a frame was its own, else None."""
+    """A driver that listens on a CAN link: fed every frame, it keeps its own (True) and
+    ignores the rest (False); `reading` is what its frames say so far. Frames arrive faster
+    than anyone reads them, so a driver may put the Reading together only when asked."""
 
     protocol: str
 
-    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> Reading | None: ...
+    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool: ...
+
+    @property
+    def reading(self) -> Reading: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +86,18 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             name="pylontech-can",
             link_kind="can",
             addressing="broadcast",
-            summary="Pylontech low-voltage CAN broadcast (0x351/0x355/0x356/0x359/0x35C/0x35E), "
-            "500 kbit/s; also what SMA/Victron-profile BMS send",
+            summary="Pylontech low-voltage CAN broadcast (0x351-0x35F, 0x370-0x382), "
+            "500 kbit/s; also what SMA/Victron-profile, BYD, Pytes and Discover BMS send",
             can_driver=lambda subject, _address: PylontechCanDriver(subject),
+        ),
+        ProtocolInfo(
+            name="daly-can",
+            link_kind="can",
+            addressing="addressed",
+            summary="Daly BMS on CAN, 250 kbit/s, 29-bit ids: polled per BMS address",
+            can_driver=lambda subject, address: DalyCanDriver(
+                subject, 1 if address is None else address
+            ),
         ),
         # --- serial: one row per protocol -------------------------------------------------
         _serial(pylontech_rs485.PYLONTECH, pylontech_rs485.PYLONTECH.summary),

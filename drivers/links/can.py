@@ -21,9 +21,9 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import can
 
@@ -31,12 +31,31 @@ from bankwatch.daemon.clock import Clock
 from bankwatch.daemon.config import CanLinkConfig
 from bankwatch.daemon.errors import FrameError, LinkError
 
-__all__ = ["CanLink", "FrameHandler", "LinkStatus", "open_bus"]
+__all__ = [
+    "BusStateName",
+    "CanLink",
+    "CanPoller",
+    "FrameHandler",
+    "KeepAlive",
+    "LinkStatus",
+    "PollSource",
+    "open_bus",
+]
 
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[int, bytes, bool, float], None]
 LinkStateName = Literal["starting", "up", "silent", "down"]
+# The CAN controller's fault confinement state, as error frames (or the interface) report it.
+BusStateName = Literal["active", "error-passive", "bus-off"]
+
+# Linux can/error.h: the error class in the id of an error frame, and data[1] of a controller
+# error. python-can hands error frames over with these in `arbitration_id` and `data`.
+_ERR_CRTL = 0x004
+_ERR_BUSOFF = 0x040
+_ERR_RESTARTED = 0x100
+_CRTL_PASSIVE = 0x10 | 0x20  # RX or TX error-passive
+_CRTL_ACTIVE = 0x40  # back to error-active
 
 _OPEN_TIMEOUT_S = 5.0
 # What a Pi owner should do about the errors SocketCAN gives most often.
@@ -45,6 +64,9 @@ _HINTS = {
     errno.ENODEV: " (no such interface: check the HAT overlay and `ip link show`)",
     errno.ENETDOWN: " (the interface is down: `ip link set can0 up type can bitrate 500000`)",
 }
+# python-can's socketcand client logs a WARNING whenever a TCP read ends inside a frame, which on
+# a busy bus is most reads: that is normal TCP, not a fault, and would flood the journal.
+_CHATTY_LOGGERS = ("can.interfaces.socketcand.socketcand",)
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 
@@ -59,6 +81,9 @@ class LinkStatus:
     bad_frames: int
     reopens: int
     last_frame_age_s: float | None
+    bus_state: BusStateName = "active"
+    bus_off: int = 0
+    error_passive: int = 0
 
 
 def _bus_kwargs(config: CanLinkConfig) -> dict[str, Any]:
@@ -89,6 +114,8 @@ async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> c
     if config.interface == "socketcand":
         assert config.host is not None and config.port is not None
         await _probe_tcp(config.host, config.port, timeout)
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     kwargs = _bus_kwargs(config)
     opening = asyncio.get_running_loop().run_in_executor(None, lambda: can.Bus(**kwargs))
     try:
@@ -150,6 +177,11 @@ class CanLink:
         self.bad_frames = 0
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=8)
         self._last_bad_log: float | None = None
+        self.bus_state: BusStateName = "active"
+        self.bus_off = 0
+        self.error_passive = 0
+        self.sent = 0
+        self.send_errors = 0
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -165,7 +197,15 @@ class CanLink:
             self.bad_frames,
             self.reopens,
             age,
+            self.bus_state,
+            self.bus_off,
+            self.error_passive,
         )
+
+    @property
+    def is_open(self) -> bool:
+        """The bus is open (frames can be sent), whether or not anything has been heard."""
+        return self._bus is not None
 
     def _set_state(self, state: LinkStateName, detail: str) -> None:
         # Logged once per transition, not once per retry.
@@ -220,7 +260,10 @@ class CanLink:
         for msg in batch:
             if msg.is_error_frame:
                 self.error_frames += 1
+                self._error_frame(msg.arbitration_id, bytes(msg.data))
                 continue
+            if self.bus_state == "bus-off":
+                self._set_bus_state("active", "frames are flowing again")
             heard = True
             self.frames += 1
             data = bytes(msg.data)
@@ -242,6 +285,52 @@ class CanLink:
         self.last_frame_at = now
         if self._state != "up":
             self._set_state("up", f"{self.config.interface} {self.config.channel}")
+
+    def inject(self, messages: Sequence[can.Message]) -> None:
+        """Hand frames to the link as if its reader thread had received them (`replay`)."""
+        with self._lock:
+            self._pending.extend(messages)
+        self._drain()
+
+    def _error_frame(self, error_class: int, data: bytes) -> None:
+        """Bus-off and error-passive are counted when they start, and shown as the bus state."""
+        if error_class & _ERR_BUSOFF:
+            if self.bus_state != "bus-off":
+                self.bus_off += 1
+            self._set_bus_state("bus-off", "the controller went bus-off")
+        elif error_class & _ERR_RESTARTED:
+            self._set_bus_state("active", "the controller restarted")
+        elif error_class & _ERR_CRTL and len(data) > 1:
+            if data[1] & _CRTL_PASSIVE:
+                if self.bus_state == "active":
+                    self.error_passive += 1
+                self._set_bus_state("error-passive", "the controller is error-passive")
+            elif data[1] & _CRTL_ACTIVE:
+                self._set_bus_state("active", "the controller is error-active again")
+
+    def _set_bus_state(self, state: BusStateName, why: str) -> None:
+        if state == self.bus_state:
+            return
+        log.warning("link %s: bus %s (%s)", self.name, state, why)
+        self.bus_state = state
+        if self._on_state is not None:
+            self._on_state(self.status)
+
+    def _poll_interface_state(self, bus: can.BusABC) -> None:
+        """Interfaces that track the controller state themselves (pcan, kvaser ...) say so
+        through `bus.state`; the others always say ACTIVE and error frames tell instead."""
+        try:
+            state = bus.state
+        except Exception:  # an interface that cannot tell, or a bus that just failed
+            return
+        if state == can.BusState.ERROR:
+            if self.bus_state != "bus-off":
+                self.bus_off += 1
+            self._set_bus_state("bus-off", "the interface reports bus-off")
+        elif state == can.BusState.PASSIVE:
+            if self.bus_state == "active":
+                self.error_passive += 1
+            self._set_bus_state("error-passive", "the interface reports error-passive")
 
     def _bad_frame(self, now: float, exc: FrameError) -> None:
         """Count every bad frame; log one with the link's recent traffic at most every 10 s."""
@@ -269,6 +358,24 @@ class CanLink:
             bus.send(can.Message(arbitration_id=can_id, data=data, is_extended_id=extended))
         except can.CanError as exc:
             raise LinkError(f"link {self.name}: send failed: {exc}") from exc
+
+    async def send_async(
+        self, can_id: int, data: bytes, *, extended: bool = False, timeout: float = 1.0
+    ) -> None:
+        """Send one frame without blocking the event loop, within `timeout` seconds."""
+        bus = self._bus
+        if bus is None:
+            raise LinkError(f"link {self.name}: not open")
+        msg = can.Message(arbitration_id=can_id, data=data, is_extended_id=extended)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(bus.send, msg, timeout), timeout + 1.0)
+        except (can.CanError, OSError, ValueError) as exc:
+            self.send_errors += 1
+            raise LinkError(f"link {self.name}: send failed: {_first_line(exc)}") from exc
+        except TimeoutError as exc:
+            self.send_errors += 1
+            raise LinkError(f"link {self.name}: send timed out after {timeout:g} s") from exc
+        self.sent += 1
 
     async def run(self) -> None:
         """Open, read and watch the bus until cancelled; reopen whenever it fails or goes quiet."""
@@ -316,6 +423,9 @@ class CanLink:
             await asyncio.sleep(period)
             if self._failure is not None:
                 return self._failure
+            bus = self._bus
+            if bus is not None:
+                self._poll_interface_state(bus)
             now = self._clock.monotonic()
             last = self.last_frame_at if self.last_frame_at is not None else opened_at
             if now - max(last, opened_at) > timeout:
@@ -327,3 +437,77 @@ class CanLink:
             bus.shutdown()
         except Exception as exc:  # closing a bus that already failed may fail again: log it
             log.debug("link %s: closing bus: %s", self.name, exc)
+
+
+# --- sending: polled protocols and the inverter keep-alive ---------------------------------------
+
+
+@runtime_checkable
+class PollSource(Protocol):
+    """Something that has frames to send every poll cycle (a polled driver, the keep-alive)."""
+
+    def requests(self) -> Sequence[tuple[int, bytes, bool]]: ...
+
+
+class KeepAlive:
+    """The inverter's keep-alive (0x305, eight zero bytes), for a bus where bankwatch is the
+    only receiver: some batteries stop broadcasting when nobody acknowledges them."""
+
+    FRAME: tuple[int, bytes, bool] = (0x305, bytes(8), False)
+
+    def requests(self) -> Sequence[tuple[int, bytes, bool]]:
+        return (self.FRAME,)
+
+
+class CanPoller:
+    """Sends every source's requests once per `interval_s` while the bus is open.
+
+    Requests go out one at a time with `gap_s` between them so a slow BMS can answer each
+    before the next; replies come back through the link's normal receive path and the drivers
+    match them. A failed send is counted and logged once per outage, never fatal.
+    """
+
+    def __init__(
+        self,
+        link: CanLink,
+        sources: Sequence[PollSource],
+        clock: Clock,
+        *,
+        interval_s: float = 1.0,
+        gap_s: float = 0.02,
+    ) -> None:
+        self.link = link
+        self.sources = list(sources)
+        self.clock = clock
+        self.interval_s = interval_s
+        self.gap_s = gap_s
+        self.cycles = 0
+        self.failures = 0
+        self._failing = False
+
+    async def run(self) -> None:
+        speed = self.clock.speed
+        while True:
+            started = self.clock.monotonic()
+            if self.link.is_open:
+                await self.cycle()
+            elapsed = self.clock.monotonic() - started
+            await asyncio.sleep(max(self.interval_s - elapsed, 0.01) / speed)
+
+    async def cycle(self) -> None:
+        self.cycles += 1
+        for source in self.sources:
+            for can_id, data, extended in source.requests():
+                try:
+                    await self.link.send_async(can_id, data, extended=extended)
+                except LinkError as exc:
+                    self.failures += 1
+                    if not self._failing:
+                        log.warning("link %s: polling paused: %s", self.link.name, exc)
+                        self._failing = True
+                    return
+                if self._failing:
+                    log.info("link %s: polling again", self.link.name)
+                    self._failing = False
+                if self.gap_s:
+                    await asyncio.sleep(self.gap_s / self.clock.speed)

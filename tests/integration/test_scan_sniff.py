@@ -116,12 +116,25 @@ async def test_sniff_prints_what_a_master_and_its_packs_say(tmp_path: Path) -> N
 
 
 def test_sniff_tells_a_serial_port_from_a_can_interface(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert is_serial_port("/dev/ttyUSB0") and is_serial_port("/dev/serial/by-id/usb-FTDI-if00")
     assert not is_serial_port("can0") and not is_serial_port("vcan0")
-    assert main(["sniff", "can0"]) == 2
-    assert "not a serial port" in capsys.readouterr().err
+    # can0 goes to the CAN sniffer (which says the bus is down here: no SocketCAN) ...
+    assert main(["sniff", "can0", "--duration", "0.5"]) == 0
+    assert "sniff can0:" in capsys.readouterr().err
+    # ... a serial link named in --config to the serial one, at the link's port and baud.
+    cfg = tmp_path / "bank.toml"
+    cfg.write_text(
+        '[bank]\nname = "b"\nchemistry = "lifepo4"\nnominal_voltage_v = 12\n'
+        '[models.m]\ncapacity_ah = 100\nnominal_voltage_v = 12.8\nchemistry = "lifepo4"\n'
+        f'[links.rs485]\ntype = "serial"\nport = "{tmp_path}/ttyGONE"\nbaud = 19200\n'
+        '[[strings]]\nname = "A"\nbatteries = [{ name = "A1", model = "m", source = '
+        '{ link = "rs485", protocol = "jbd" } }]\n',
+        encoding="utf-8",
+    )
+    assert main(["sniff", "rs485", "--config", str(cfg), "--duration", "0.5"]) == 3
+    assert f"serial port {tmp_path}/ttyGONE: no such file" in capsys.readouterr().err
 
 
 def test_scan_address_ranges() -> None:

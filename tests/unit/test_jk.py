@@ -240,7 +240,12 @@ def test_jkb_bad_frames_say_what_is_wrong() -> None:
         jk_b.frame_length(b"\x4e\x57\x13\x88")
 
 
-_JKB_ALARMS = [a for a in Alarm if a.value and a is not Alarm.INTERNAL_COMMUNICATION]
+_JKB_ALARMS = [
+    a
+    for a in Alarm
+    if a.value
+    and a not in (Alarm.INTERNAL_COMMUNICATION, Alarm.CELL_IMBALANCE, Alarm.SYSTEM)
+]
 _printable = st.characters(min_codepoint=33, max_codepoint=126)
 
 

@@ -383,10 +383,18 @@ def test_round_trip_seplos_pace_eg4(r: Reading) -> None:
     assert _reply(SEPLOS_V2, 0x42, r).soc_pct == r.soc_pct
     sep = _reply(SEPLOS_V2, 0x44, r)
     pace = _reply(PACE, 0x44, r)
-    # Both carry every protection this model has names for; alarms but the internal one.
+    # Both carry every protection this model has names for, and these alarms.
     assert sep.protections == r.protections
     assert pace.protections == r.protections
-    wanted = (r.alarms or Alarm.NONE) & ~Alarm.INTERNAL_COMMUNICATION
+    carried = (
+        Alarm.CELL_HIGH_VOLTAGE
+        | Alarm.CELL_LOW_VOLTAGE
+        | Alarm.CHARGE_HIGH_CURRENT
+        | Alarm.DISCHARGE_HIGH_CURRENT
+        | Alarm.HIGH_TEMPERATURE
+        | Alarm.LOW_TEMPERATURE
+    )
+    wanted = (r.alarms or Alarm.NONE) & carried
     assert pace.alarms == wanted
     assert sep.alarms == wanted
 
