@@ -382,7 +382,7 @@ class SerialLine:
                 port = await SerialPort.open(self.config.port, self.config.baud)
             except LinkError as exc:
                 self._set_state("down", str(exc))
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
+                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             self.port = port
@@ -404,7 +404,7 @@ class SerialLine:
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
                 backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
+            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     # --- polling -------------------------------------------------------------------------------
