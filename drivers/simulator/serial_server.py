@@ -9,7 +9,8 @@ symlink; `replug` opens a new PTY and puts the symlink back, usually to another 
 A PTY moves bytes instantly whatever baud it is set to, so the wire is modelled here: a request
 of L bytes "arrives" L x 11 bits after its first byte, the BMS turns around after 3.5 characters,
 and the reply goes out at the configured baud in slices, its last byte when the wire would
-deliver it. That makes sweep times what an RS485 line at that baud gives.
+deliver it. That makes sweep times what an RS485 line at that baud gives. Wire time is bank
+time: at `--speed 10` it passes ten times faster, like everything else the simulator does.
 
 On a listen-only link the simulator also plays the bus master (an inverter): it polls every
 battery with the protocol's own requests and puts both requests and replies on the wire, and
@@ -64,12 +65,16 @@ class SerialBus:
         devices: list[SimDevice],
         *,
         turnaround_s: float | None = None,
+        speed: float = 1.0,
     ) -> None:
         self.name = link_name
         self.config = config
         self.devices = devices
         self.baud = config.baud
-        self.turnaround_s = t35_s(self.baud) if turnaround_s is None else turnaround_s
+        # The wire runs on the bank's clock: at --speed 10 a frame takes a tenth of the time.
+        self.speed = speed
+        turnaround = t35_s(self.baud) if turnaround_s is None else turnaround_s
+        self.turnaround_s = turnaround / speed
         self.path = Path(config.port)
         self.pty_path: str | None = None
         self._master: int | None = None
@@ -162,11 +167,11 @@ class SerialBus:
         """Put `data` on the wire from loop time `start` at the line's baud, in slices; returns
         when the last byte is delivered."""
         loop = asyncio.get_running_loop()
-        per_slice = max(1, int(_SLICE_S * self.baud / 11))
+        per_slice = max(1, int(_SLICE_S * self.baud * self.speed / 11))
         t = start
         for i in range(0, len(data), per_slice):
             chunk = data[i : i + per_slice]
-            t += wire_time_s(len(chunk), self.baud)
+            t += wire_time_s(len(chunk), self.baud) / self.speed
             delay = t - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -208,7 +213,7 @@ class SerialBus:
                 continue
             for frame, codec in splitter.frames():
                 # The request's last byte arrives after its wire time; then the turnaround.
-                start = first + wire_time_s(len(frame), self.baud) + self.turnaround_s
+                start = first + wire_time_s(len(frame), self.baud) / self.speed + self.turnaround_s
                 if self.config.echo:
                     self._write(frame)
                 reply = self._answer(frame, codec)
@@ -250,8 +255,8 @@ class SerialBus:
     async def _master_poll(self) -> None:
         """Play the inverter: poll every battery with its protocol's requests, forever."""
         loop = asyncio.get_running_loop()
-        interval = self.config.poll_interval_s
-        gap = max(t35_s(self.baud), 0.01)
+        interval = self.config.poll_interval_s / self.speed
+        gap = max(t35_s(self.baud), 0.01) / self.speed
         while True:
             started = loop.time()
             for dev in self.devices:

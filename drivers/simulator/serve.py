@@ -103,7 +103,7 @@ class SimulatorRunner:
             link = self.sim.config.links[name]
             if not isinstance(link, SerialLinkConfig):
                 continue
-            bus = SerialBus(name, link, devs)
+            bus = SerialBus(name, link, devs, speed=self.clock.speed)
             try:
                 pty = bus.plug()
             except LinkError:

@@ -304,3 +304,27 @@ def test_listen_only_bankwatch_decodes_what_the_inverter_asks(tmp_path: Path, pr
     assert "the host wrote" not in sim_log, sim_log
     assert "link bus: up" in run_log and "listen-only" in run_log
     assert "Traceback" not in run_log + sim_log
+
+
+def test_the_demo_shows_the_mixed_bank(tmp_path: Path) -> None:
+    """`bankwatch demo --config configs/sim-mixed-2s2p.toml`: CAN and two RS485 lines in one
+    process, the unplugged adapter and the cutoff as the config scripts them."""
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "sim-mixed-2s2p.toml"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        [*CLI, "demo", "--config", str(cfg), "--duration", "100", "--speed", "10", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    events = [(e["event"], e["kind"], e["subject"]) for e in lines if e.get("type") == "alert"]
+    assert ("raised", "link_lost", "mixed/B/B2") in events
+    assert ("cleared", "link_lost", "mixed/B/B2") in events
+    assert ("raised", "cutoff", "mixed/A/A2") in events
+    assert {s for _, k, s in events if k == "link_lost"} == {"mixed/B/B2"}, events
+    assert lines[-1]["type"] == "summary" and lines[-1]["frames"] > 0
+    assert "link rs485-b: down" in done.stderr and "Traceback" not in done.stderr
