@@ -12,6 +12,7 @@ Layout (see configs/ for complete examples):
     [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
     [detect]               thresholds of the detectors
     [simulation]           only read by the simulator: profile, per-battery physics, faults
+    [mqtt], [influxdb]     where state and alerts are published (see publish_config)
 
 Strings are series strings; all strings of a bank are connected in parallel. A parallel bank of
 four batteries is four strings of one battery each.
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bankwatch.daemon.errors import ConfigError
+from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [
@@ -209,6 +211,8 @@ class Config(_Strict):
     strings: Annotated[list[StringConfig], Field(min_length=1)]
     detect: DetectConfig = Field(default_factory=DetectConfig)
     simulation: SimulationConfig | None = None
+    mqtt: MqttConfig | None = None
+    influxdb: InfluxConfig | None = None
 
     def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
         return [(s, b) for s in self.strings for b in s.batteries]
