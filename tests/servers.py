@@ -254,7 +254,7 @@ bind-address = "127.0.0.1:{rpc}"
 def make_tls(workdir: Path) -> Tls:
     """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
     d = workdir / "tls"
-    d.mkdir()
+    d.mkdir(parents=True)
 
     def ssl(*args: str) -> None:
         subprocess.run([OPENSSL, *args], check=True, capture_output=True, cwd=d)
@@ -286,8 +286,8 @@ def _require(binary: str) -> None:
         )
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+@pytest.fixture(name="mosquitto")
+def mosquitto_fixture(tmp_path: Path) -> Iterator[Mosquitto]:
     _require(MOSQUITTO)
     server = Mosquitto(tmp_path)
     server.start()
@@ -295,8 +295,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     server.stop()
 
 
-@pytest.fixture
-def influxd(tmp_path: Path) -> Iterator[Influxd]:
+@pytest.fixture(name="influxd")
+def influxd_fixture(tmp_path: Path) -> Iterator[Influxd]:
     _require(INFLUXD)
     server = Influxd(tmp_path / "influx")
     server.start()
