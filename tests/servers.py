@@ -176,7 +176,7 @@ bind-address = "127.0.0.1:{rpc}"
   dir = "{workdir}/data"
   wal-dir = "{workdir}/wal"
   query-log-enabled = false
-  wal-fsync-delay = "1s"
+  wal-fsync-delay = "0s"
 [monitor]
   store-enabled = false
 [subscriber]
