@@ -13,7 +13,10 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -384,3 +387,31 @@ async def test_every_dashboard_query_returns_data_for_a_simulated_bank(
                 empty.append(f"{path.name}: {where}: {query}")
     assert n >= 30
     assert not empty, "queries with no data:\n" + "\n".join(empty)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_demo_with_influx_flags_writes_the_bank_and_its_alerts(
+    influxd: Influxd, tmp_path: Path
+) -> None:
+    """`bankwatch demo --influx-url URL --influx-db NAME`, a process of its own, end to end: the
+    simulated bank over virtual CAN, the monitor, the sink, InfluxDB."""
+    influxd.query(f"CREATE DATABASE {DB}")
+    out = subprocess.run(
+        [sys.executable, "-m", "bankwatch.daemon.cli", "demo", "--json", "--duration", "75",
+         "--speed", "15", "--influx-url", influxd.url, "--influx-db", DB],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=REPO,
+        env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["alerts_raised"] == {"link_lost": 1, "cutoff": 1}
+    n = counts(influxd)
+    assert n["bank"] >= 6 and n["battery"] >= 8 * 6  # one sample per 10 s of bank time
+    assert n["cell"] == 0  # the Pylontech CAN broadcast carries no cell voltages
+    events = influxd.rows('SELECT "active", "kind", "event" FROM "alert"', DB)
+    assert [(k, e) for _, _, k, e in events] == [
+        ("link_lost", "raised"), ("link_lost", "cleared"), ("cutoff", "raised"),
+    ]  # fmt: skip
+    assert not list((tmp_path / "state" / "influx-spool").glob("seg-*.lp"))
