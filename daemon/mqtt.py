@@ -509,8 +509,6 @@ class MqttSink:
             self._state_due = True
             self._active_due = self._active_due or bool(events)
             self._wake.set()
-        elif events:
-            self._wake.set()
 
     def _state_messages(
         self, state: BankState, alerts: list[Alert], wall: float, to_wall: float
