@@ -17,6 +17,7 @@ from importlib import resources
 
 from bankwatch.daemon.config import Config, load_config, parse_config
 from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
+from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import Topology
@@ -84,18 +85,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
     from bankwatch.daemon.service import run_daemon
 
-    config = load_config(args.config)
-    return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view))
+    config, mqtt_password = apply_publish_args(load_config(args.config), args)
+    sinks = build_publish_sinks(config, mqtt_password)
+    return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view, extra_sinks=sinks))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bankwatch.daemon.demo import run_demo
+    from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
 
     config = load_config(args.config) if args.config else demo_config()
+    config, mqtt_password = apply_publish_args(config, args)
+    sinks = build_publish_sinks(config, mqtt_password)
     return asyncio.run(
-        run_demo(config, duration_s=args.duration, speed=args.speed, json_out=args.json)
+        run_demo(
+            config,
+            duration_s=args.duration,
+            speed=args.speed,
+            json_out=args.json,
+            extra_sinks=sinks,
+        )
     )
 
 
@@ -174,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="path to the bank's TOML config")
     p.add_argument("--json", action="store_true", help="print alert events as JSON lines")
     p.add_argument("--view", action="store_true", help="show the live terminal view")
+    add_publish_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
@@ -189,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
+    add_publish_arguments(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="serve a simulated bank on real links for `run`")

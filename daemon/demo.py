@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import TextIO
 
 from bankwatch.daemon.clock import ScaledClock
@@ -69,6 +70,7 @@ async def run_demo(
     speed: float | None = None,
     json_out: bool = False,
     out: TextIO | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> int:
     out = out or sys.stdout
     config = virtualize(config)
@@ -82,6 +84,7 @@ async def run_demo(
     await runner.open()
     if not json_out:
         sinks.append(ConsoleView(out, clock_text=lambda: _bank_time(runner, sim_speed)))
+    sinks.extend(extra_sinks)
     monitor = Monitor(config, clock, sinks)
     for sink in sinks:
         if isinstance(sink, ConsoleView):

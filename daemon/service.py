@@ -250,8 +250,15 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = False) -> int:
-    """`bankwatch run`: monitor the bank until SIGTERM or Ctrl-C."""
+async def run_daemon(
+    config: Config,
+    *,
+    json_alerts: bool = False,
+    view: bool = False,
+    extra_sinks: Sequence[Sink] = (),
+) -> int:
+    """`bankwatch run`: monitor the bank until SIGTERM or Ctrl-C. `extra_sinks`: MQTT,
+    InfluxDB (see `publish.build_publish_sinks`)."""
     for f in check_bank(config):
         if f.severity != "info":
             log.warning("wiring %s: %s: %s", f.severity, f.rule, f.message)
@@ -264,6 +271,7 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         console = ConsoleView(sys.stdout)
         console.capture_logs()
         sinks.append(console)
+    sinks.extend(extra_sinks)
     monitor = Monitor(config, SystemClock(), sinks)
     stop = asyncio.Event()
     install_stop_signals(stop)
