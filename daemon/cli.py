@@ -19,6 +19,7 @@ from bankwatch.daemon.config import Config, load_config, parse_config
 from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
+from bankwatch.daemon.supervision import use_journal_format
 from bankwatch.daemon.topology import Topology
 
 __all__ = ["main"]
@@ -65,6 +66,13 @@ def _positive(text: str) -> float:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     topo = Topology(config)
+    if args.config_only:
+        # The systemd unit's ExecStartPre: refuse a config bankwatch cannot run on (exit 2,
+        # above), never a bank that is wired badly: that one is watched, and `run` logs each
+        # wiring finding as it starts.
+        print(f"{args.config}: config is valid")
+        print(format_tree(topo))
+        return EXIT_OK
     findings = check_bank(config, topo)
     print(f"{args.config}: config is valid")
     print(format_tree(topo))
@@ -117,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config, show the bank and apply the wiring rules")
     p.add_argument("config", help="path to the bank's TOML config")
+    p.add_argument(
+        "--config-only",
+        action="store_true",
+        help="only validate the config (exit 0 or 2); skip the wiring rules (the service's "
+        "pre-start check)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="run the monitor on a config (the daemon)")
@@ -164,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     if args.command in ("run", "simulate") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     try:
