@@ -95,7 +95,7 @@ def mode(path: Path) -> int:
 
 def readme_layout() -> list[str]:
     """The paths of the guide's layout block (the fenced block after LAYOUT_MARKER)."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+    lines = [line.strip() for line in README.read_text(encoding="utf-8").splitlines()]
     assert LAYOUT_MARKER in lines, f"README.md has no {LAYOUT_MARKER} block"
     i = lines.index(LAYOUT_MARKER) + 1
     assert lines[i].startswith("```")
