@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,16 +51,31 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return whl
 
 
-@pytest.fixture
-def spy(tmp_path: Path) -> Iterator[Path]:
-    """A `systemctl` first on PATH that only records that it was called."""
-    bin_dir = tmp_path / "spy-bin"
+def make_spy(folder: Path) -> Path:
+    """A `systemctl` first on PATH (see `install`) that only records that it was called."""
+    bin_dir = folder / "spy-bin"
     bin_dir.mkdir()
-    calls = tmp_path / "systemctl-calls"
+    calls = folder / "systemctl-calls"
     tool = bin_dir / "systemctl"
     tool.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
     tool.chmod(0o755)
-    yield calls
+    return calls
+
+
+@pytest.fixture
+def spy(tmp_path: Path) -> Path:
+    return make_spy(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Path, Path, str]:
+    """One fresh install, shared by the tests that only look at it: (root, spy, stdout)."""
+    folder = tmp_path_factory.mktemp("fresh")
+    spy = make_spy(folder)
+    root = folder / "root"
+    done = install(root, wheel, spy)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root, spy, done.stdout
 
 
 def install(root: Path, wheel: Path, spy: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,13 +121,9 @@ def readme_layout() -> list[str]:
     return block
 
 
-def test_fresh_install_produces_the_layout_of_the_guide(
-    tmp_path: Path, wheel: Path, spy: Path
-) -> None:
-    root = tmp_path / "root"
-    done = install(root, wheel, spy)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "installed a starting config" in done.stdout
+def test_fresh_install_produces_the_layout_of_the_guide(fresh: tuple[Path, Path, str]) -> None:
+    root, spy, stdout = fresh
+    assert "installed a starting config" in stdout
     assert not spy.exists(), f"systemctl was called with --root: {spy.read_text()}"
 
     layout = readme_layout()
@@ -166,7 +176,9 @@ def test_fresh_install_produces_the_layout_of_the_guide(
     assert "config is valid" in checked.stdout
 
 
-def test_upgrade_keeps_config_credentials_and_state(tmp_path: Path, wheel: Path, spy: Path) -> None:
+def test_upgrade_keeps_config_credentials_and_state_and_uninstall_keeps_them_unless_purged(
+    tmp_path: Path, wheel: Path, spy: Path
+) -> None:
     root = tmp_path / "root"
     assert install(root, wheel, spy).returncode == 0
     config = root / "etc/bankwatch/bankwatch.toml"
@@ -174,7 +186,7 @@ def test_upgrade_keeps_config_credentials_and_state(tmp_path: Path, wheel: Path,
     config.write_text(mine)
     secret = root / "etc/bankwatch/credentials/mqtt-password"
     secret.write_text("s3cret\n")
-    state = root / "var/lib/private/bankwatch"
+    state = root / "var/lib/private/bankwatch"  # where DynamicUser= keeps StateDirectory=
     state.mkdir(parents=True)
     (state / "spool.bin").write_bytes(b"points")
     (root / "var/lib/bankwatch").symlink_to("private/bankwatch")
@@ -191,31 +203,21 @@ def test_upgrade_keeps_config_credentials_and_state(tmp_path: Path, wheel: Path,
     assert secret.read_text() == "s3cret\n"
     assert (root / "var/lib/bankwatch/spool.bin").read_bytes() == b"points"
     assert module.read_text() == shipped
-    assert not spy.exists()
-
-
-def test_uninstall_keeps_config_and_state_unless_purged(
-    tmp_path: Path, wheel: Path, spy: Path
-) -> None:
-    root = tmp_path / "root"
-    assert install(root, wheel, spy).returncode == 0
-    (root / "var/lib/private/bankwatch").mkdir(parents=True)
-    (root / "var/lib/bankwatch").symlink_to("private/bankwatch")
 
     done = install(root, wheel, spy, "--uninstall")
     assert done.returncode == 0, done.stderr
     assert not (root / "opt/bankwatch").exists()
     assert not (root / "etc/systemd/system/bankwatch.service").exists()
     assert not (root / "usr/local/bin/bankwatch").is_symlink()
-    assert (root / "etc/bankwatch/bankwatch.toml").is_file()
-    assert (root / "var/lib/private/bankwatch").is_dir()
+    assert config.read_text() == mine and secret.read_text() == "s3cret\n"
+    assert (state / "spool.bin").read_bytes() == b"points"
 
     done = install(root, wheel, spy, "--uninstall", "--purge")
     assert done.returncode == 0, done.stderr
     assert not (root / "etc/bankwatch").exists()
     assert not (root / "var/lib/bankwatch").is_symlink()
-    assert not (root / "var/lib/private/bankwatch").exists()
-    assert not spy.exists()
+    assert not state.exists()
+    assert not spy.exists(), f"systemctl was called with --root: {spy.read_text()}"
 
 
 def test_purge_without_uninstall_is_refused(tmp_path: Path, wheel: Path, spy: Path) -> None:
@@ -234,32 +236,35 @@ needs_analyze = pytest.mark.skipif(
 
 @needs_analyze
 def test_installed_unit_passes_systemd_analyze_verify(
-    tmp_path: Path, wheel: Path, spy: Path
+    fresh: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
     """verify needs the unit's commands and the units it refers to: the scratch root has the
     first from the install and gets the second from this machine's systemd."""
-    root = tmp_path / "root"
-    assert install(root, wheel, spy).returncode == 0
+    root = fresh[0]
     system_units = Path("/usr/lib/systemd/system")
     if not system_units.is_dir():
         pytest.skip("no /usr/lib/systemd/system to take the standard units from")
-    shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
-    out = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "bankwatch.service"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    if not (root / "usr/lib/systemd/system").exists():
+        shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
+
+    def verify(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["systemd-analyze", "verify", f"--root={root}", name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    out = verify("bankwatch.service")
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
-    # The same check does catch a mistake.
+    # The same check does catch a mistake (in a copy: the installed unit stays as shipped).
     unit = root / "etc/systemd/system/bankwatch.service"
-    unit.write_text(unit.read_text().replace("UMask=0077", "UMask=0077\nProtectSystemm=strict"))
-    out = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "bankwatch.service"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    broken = unit.with_name("bankwatch-broken.service")
+    broken.write_text(unit.read_text().replace("UMask=0077", "UMask=0077\nProtectSystemm=strict"))
+    try:
+        out = verify(broken.name)
+    finally:
+        broken.unlink()
     assert "Unknown key 'ProtectSystemm'" in out.stdout + out.stderr
 
 
