@@ -114,6 +114,8 @@ class SystemdSink:
             waited = now - self._first_tick
             if not links_settled(statuses) and waited < self.ready_timeout_s:
                 return
+            if not self.notifier.notify("READY=1", f"STATUS={text}"):
+                return  # systemd did not get it (the notifier logged why): again next tick
             self.ready = True
             up = sum(s.state == "up" for s in statuses)
             if up < len(statuses):
@@ -122,7 +124,6 @@ class SystemdSink:
                     up,
                     len(statuses),
                 )
-            self.notifier.notify("READY=1", f"STATUS={text}")
             self._sent(text, now, len(monitor.tracker.active))
             return
         alerts = len(monitor.tracker.active)

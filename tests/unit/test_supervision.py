@@ -112,6 +112,29 @@ def test_ready_is_capped_when_a_link_never_settles(
     assert _received(sock) == []
 
 
+def test_ready_is_sent_again_until_systemd_gets_it(tmp_path: Path) -> None:
+    notifier = Notifier(str(tmp_path / "notify"))  # nobody listens yet
+    clock = ManualClock()
+    sink = SystemdSink(notifier, ready_timeout_s=0)
+    monitor = Monitor(parse_config(ONE_LINK.format(port=_dead_port())), clock, [sink])
+    state, events = monitor.tick(clock.monotonic())
+    sink.on_tick(monitor, state, events)
+    assert not sink.ready
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    try:
+        clock.advance(1)
+        state, events = monitor.tick(clock.monotonic())
+        sink.on_tick(monitor, state, events)
+        assert sink.ready
+        (msg,) = _received(sock)
+        assert msg.startswith("READY=1\n")
+    finally:
+        notifier.close()
+        sock.close()
+
+
 async def test_a_dead_adapter_does_not_hold_up_ready(
     listener: tuple[socket.socket, Notifier], caplog: pytest.LogCaptureFixture
 ) -> None:
