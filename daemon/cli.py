@@ -178,9 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     if args.command in ("run", "simulate") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+
+    use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     try:
         code: int = args.func(args)
     except (ConfigError, UsageError) as exc:

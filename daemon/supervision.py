@@ -103,6 +103,7 @@ class SystemdSink:
         self._status: str | None = None
         self._status_at: float | None = None
         self._alerts: int | None = None
+        self._told_partial = False
 
     def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
         now = state.at
@@ -114,16 +115,17 @@ class SystemdSink:
             waited = now - self._first_tick
             if not links_settled(statuses) and waited < self.ready_timeout_s:
                 return
-            if not self.notifier.notify("READY=1", f"STATUS={text}"):
-                return  # systemd did not get it (the notifier logged why): again next tick
-            self.ready = True
             up = sum(s.state == "up" for s in statuses)
-            if up < len(statuses):
+            if up < len(statuses) and not self._told_partial:
+                self._told_partial = True  # logged before READY, so it is in the log first
                 log.warning(
                     "ready with %d of %d link(s) up; the others are retried in the background",
                     up,
                     len(statuses),
                 )
+            if not self.notifier.notify("READY=1", f"STATUS={text}"):
+                return  # systemd did not get it (the notifier logged why): again next tick
+            self.ready = True
             self._sent(text, now, len(monitor.tracker.active))
             return
         alerts = len(monitor.tracker.active)
