@@ -20,6 +20,7 @@ from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, Usa
 from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
+from bankwatch.daemon.supervision import use_journal_format
 from bankwatch.daemon.topology import Topology
 
 __all__ = ["main"]
@@ -66,6 +67,13 @@ def _positive(text: str) -> float:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     topo = Topology(config)
+    if args.config_only:
+        # The systemd unit's ExecStartPre: refuse a config bankwatch cannot run on (exit 2,
+        # above), never a bank that is wired badly: that one is watched, and `run` logs each
+        # wiring finding as it starts.
+        print(f"{args.config}: config is valid")
+        print(format_tree(topo))
+        return EXIT_OK
     findings = check_bank(config, topo)
     print(f"{args.config}: config is valid")
     print(format_tree(topo))
@@ -180,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config, show the bank and apply the wiring rules")
     p.add_argument("config", help="path to the bank's TOML config")
+    p.add_argument(
+        "--config-only",
+        action="store_true",
+        help="only validate the config (exit 0 or 2); skip the wiring rules (the service's "
+        "pre-start check)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="run the monitor on a config (the daemon)")
@@ -249,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in ("run", "simulate", "replay") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+
+    use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     try:
         code: int = args.func(args)
     except (ConfigError, UsageError) as exc:
