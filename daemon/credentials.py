@@ -4,8 +4,11 @@ A config file is often world-readable and gets pasted into bug reports, so it na
 secret is, not the secret. Looked up in this order, the first that exists wins:
 
 1. the file the config names (`password_file`, `token_file`);
-2. `$CREDENTIALS_DIRECTORY/NAME`: systemd's `LoadCredential=NAME:/path` (the unit in systemd/
-   shows how), readable only by the service;
+2. systemd's credentials folder `$CREDENTIALS_DIRECTORY`: the unit in systemd/ hands over every
+   file of /etc/bankwatch/credentials/ with `LoadCredential=bankwatch:/etc/bankwatch/credentials`,
+   so `mqtt-password` there arrives as `bankwatch_mqtt-password`; a credential passed under its
+   plain name (`LoadCredential=mqtt-password:/path` in a drop-in) is found too. Readable only by
+   the service;
 3. the environment variable (`INFLUX_TOKEN`, ...): handy from a shell.
 
 A `Secret` prints as `***`, so one that slips into a log line or an exception shows nothing.
@@ -19,7 +22,10 @@ from pathlib import Path
 
 from bankwatch.daemon.errors import ConfigError
 
-__all__ = ["Secret", "find_secret"]
+__all__ = ["CREDENTIAL_UNIT_ID", "Secret", "find_secret"]
+
+# The id of the unit's folder credential: `LoadCredential=bankwatch:/etc/bankwatch/credentials`.
+CREDENTIAL_UNIT_ID = "bankwatch"
 
 
 class Secret:
@@ -71,9 +77,10 @@ def find_secret(
         return _read(Path(file), what)
     cred_dir = environ.get("CREDENTIALS_DIRECTORY")
     if cred_dir:
-        path = Path(cred_dir) / credential
-        if path.exists():
-            return _read(path, what)
+        for name in (f"{CREDENTIAL_UNIT_ID}_{credential}", credential):
+            path = Path(cred_dir) / name
+            if path.exists():
+                return _read(path, what)
     value = environ.get(env)
     if value:
         return Secret(value)

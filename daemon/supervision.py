@@ -1,4 +1,4 @@
-"""Running under systemd: readiness, the watchdog, stopping, the journal, credentials.
+"""Running under systemd: readiness, the watchdog, stopping, the journal, state.
 
 `bankwatch run` is the same program by hand and as a service; what changes under systemd
 (systemd/bankwatch.service) is only what this module adds when systemd asks for it:
@@ -16,8 +16,8 @@
   log lines carry a syslog priority prefix (`<4>` for a warning) instead of a time and a level
   name: journald stamps the time and keeps the level, so `journalctl -p warning` works.
 - Credentials: secrets (the InfluxDB token, the MQTT password) are files in
-  /etc/bankwatch/credentials/ that the unit hands over with `LoadCredential=`; `credential()`
-  reads one from `$CREDENTIALS_DIRECTORY`.
+  /etc/bankwatch/credentials/ that the unit hands over with `LoadCredential=`;
+  `bankwatch.daemon.credentials.find_secret` reads them from `$CREDENTIALS_DIRECTORY`.
 - A test hook, off unless `$BANKWATCH_TEST_STALL_S` is set: SIGUSR1 then blocks the event loop
   for that many seconds (`time.sleep` on the loop), so a test can show the watchdog pings stop.
 """
@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from bankwatch.daemon.errors import BankwatchError
 from bankwatch.daemon.sdnotify import Notifier
 
 if TYPE_CHECKING:
@@ -44,11 +43,9 @@ if TYPE_CHECKING:
     from bankwatch.drivers.links.can import LinkStatus
 
 __all__ = [
-    "CREDENTIAL_UNIT_ID",
     "STALL_ENV",
     "JournalFormatter",
     "SystemdSink",
-    "credential",
     "install_stall_hook",
     "links_settled",
     "on_journal",
@@ -60,9 +57,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STALL_ENV = "BANKWATCH_TEST_STALL_S"
-# The unit's `LoadCredential=bankwatch:/etc/bankwatch/credentials` loads every file of that
-# folder; systemd names each one `bankwatch_FILENAME` in $CREDENTIALS_DIRECTORY.
-CREDENTIAL_UNIT_ID = "bankwatch"
 
 
 # --- readiness and status ------------------------------------------------------------------------
@@ -231,26 +225,7 @@ def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-# --- credentials and state ---------------------------------------------------------------------
-
-
-def credential(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """A secret handed over by systemd (`LoadCredential=`), without its trailing newline; None
-    when there is no such credential. `name` is the file's name in /etc/bankwatch/credentials/
-    (e.g. `mqtt-password`); a credential passed under its plain name is found too."""
-    env = os.environ if environ is None else environ
-    folder = env.get("CREDENTIALS_DIRECTORY")
-    if not folder:
-        return None
-    for candidate in (f"{CREDENTIAL_UNIT_ID}_{name}", name):
-        path = Path(folder) / candidate
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except FileNotFoundError:
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BankwatchError(f"credential {name}: cannot read {path}: {exc}") from exc
-    return None
+# --- state ---------------------------------------------------------------------
 
 
 def state_directory(environ: Mapping[str, str] | None = None) -> Path | None:

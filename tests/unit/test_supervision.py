@@ -17,13 +17,13 @@ import pytest
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.clock import ManualClock, SystemClock
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.errors import BankwatchError
+from bankwatch.daemon.credentials import find_secret
+from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.sdnotify import Notifier
 from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.supervision import (
     JournalFormatter,
     SystemdSink,
-    credential,
     on_journal,
     state_directory,
 )
@@ -210,22 +210,35 @@ def test_on_journal_only_for_the_stream_systemd_connected(tmp_path: Path) -> Non
 
 
 def test_credentials_from_the_folder_the_unit_loads(tmp_path: Path) -> None:
+    """The unit loads /etc/bankwatch/credentials/ as one folder credential: systemd names its
+    files bankwatch_FILE; a credential passed under its plain name is found too."""
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "bankwatch_mqtt-password").write_text("s3cret\n")
-    (creds / "influxdb-token").write_text("tok")
+    (creds / "influx-token").write_text("tok")
     env = {"CREDENTIALS_DIRECTORY": str(creds)}
-    assert credential("mqtt-password", env) == "s3cret"
-    assert credential("influxdb-token", env) == "tok"
-    assert credential("influxdb-password", env) is None
-    assert credential("mqtt-password", {}) is None
+
+    def lookup(name: str, environ: dict[str, str]) -> str | None:
+        secret = find_secret(name, file=None, credential=name, env="NO_SUCH_VAR", environ=environ)
+        return None if secret is None else secret.reveal()
+
+    assert lookup("mqtt-password", env) == "s3cret"
+    assert lookup("influx-token", env) == "tok"
+    assert lookup("influx-password", env) is None
+    assert lookup("mqtt-password", {}) is None
 
 
 def test_an_unreadable_credential_is_an_error_naming_it(tmp_path: Path) -> None:
     creds = tmp_path / "creds"
     (creds / "bankwatch_mqtt-password").mkdir(parents=True)  # a folder where a file should be
-    with pytest.raises(BankwatchError, match="credential mqtt-password: cannot read"):
-        credential("mqtt-password", {"CREDENTIALS_DIRECTORY": str(creds)})
+    with pytest.raises(ConfigError, match="cannot read the MQTT password"):
+        find_secret(
+            "MQTT password",
+            file=None,
+            credential="mqtt-password",
+            env="NO_SUCH_VAR",
+            environ={"CREDENTIALS_DIRECTORY": str(creds)},
+        )
 
 
 def test_state_directory_from_systemd() -> None:
