@@ -18,8 +18,10 @@ from importlib import resources
 
 from bankwatch.daemon.config import Config, SerialLinkConfig, load_config, parse_config
 from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
+from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
+from bankwatch.daemon.supervision import use_journal_format
 from bankwatch.daemon.topology import Topology
 
 __all__ = ["main"]
@@ -66,6 +68,13 @@ def _positive(text: str) -> float:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     topo = Topology(config)
+    if args.config_only:
+        # The systemd unit's ExecStartPre: refuse a config bankwatch cannot run on (exit 2,
+        # above), never a bank that is wired badly: that one is watched, and `run` logs each
+        # wiring finding as it starts.
+        print(f"{args.config}: config is valid")
+        print(format_tree(topo))
+        return EXIT_OK
     findings = check_bank(config, topo)
     print(f"{args.config}: config is valid")
     print(format_tree(topo))
@@ -85,18 +94,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
     from bankwatch.daemon.service import run_daemon
 
-    config = load_config(args.config)
-    return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view))
+    config, mqtt_password = apply_publish_args(load_config(args.config), args)
+    sinks = build_publish_sinks(config, mqtt_password)
+    return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view, extra_sinks=sinks))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bankwatch.daemon.demo import run_demo
+    from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
 
     config = load_config(args.config) if args.config else demo_config()
+    config, mqtt_password = apply_publish_args(config, args)
+    sinks = build_publish_sinks(config, mqtt_password)
     return asyncio.run(
-        run_demo(config, duration_s=args.duration, speed=args.speed, json_out=args.json)
+        run_demo(
+            config,
+            duration_s=args.duration,
+            speed=args.speed,
+            json_out=args.json,
+            extra_sinks=sinks,
+        )
     )
 
 
@@ -208,12 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config, show the bank and apply the wiring rules")
     p.add_argument("config", help="path to the bank's TOML config")
+    p.add_argument(
+        "--config-only",
+        action="store_true",
+        help="only validate the config (exit 0 or 2); skip the wiring rules (the service's "
+        "pre-start check)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="run the monitor on a config (the daemon)")
     p.add_argument("config", help="path to the bank's TOML config")
     p.add_argument("--json", action="store_true", help="print alert events as JSON lines")
     p.add_argument("--view", action="store_true", help="show the live terminal view")
+    add_publish_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
@@ -229,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
+    add_publish_arguments(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="serve a simulated bank on real links for `run`")
@@ -313,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in ("run", "simulate", "replay") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+
+    use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     try:
         code: int = args.func(args)
     except (ConfigError, UsageError) as exc:

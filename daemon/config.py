@@ -13,6 +13,7 @@ Layout (see configs/ for complete examples):
     [detect]               thresholds of the detectors
     [simulation]           only read by the simulator: profile, per-battery physics, faults
     [modbus_maps.NAME]     register maps for protocol "modbus-map" (see daemon/modbus_maps.py)
+    [mqtt], [influxdb]     where state and alerts are published (see publish_config)
 
 Strings are series strings; all strings of a bank are connected in parallel. A parallel bank of
 four batteries is four strings of one battery each.
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.modbus_maps import ModbusMapConfig
+from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [
@@ -247,6 +249,8 @@ class Config(_Strict):
     simulation: SimulationConfig | None = None
     # Register maps for protocol "modbus-map", by name (bankwatch.daemon.modbus_maps).
     modbus_maps: dict[Name, ModbusMapConfig] = Field(default_factory=dict)
+    mqtt: MqttConfig | None = None
+    influxdb: InfluxConfig | None = None
 
     def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
         return [(s, b) for s in self.strings for b in s.batteries]

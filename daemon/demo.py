@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -86,6 +87,7 @@ async def run_demo(
     speed: float | None = None,
     json_out: bool = False,
     out: TextIO | None = None,
+    extra_sinks: Sequence[Sink] = (),
 ) -> int:
     out = out or sys.stdout
     serial_dir = tempfile.mkdtemp(prefix="bankwatch-demo-")
@@ -100,6 +102,7 @@ async def run_demo(
     await runner.open()
     if not json_out:
         sinks.append(ConsoleView(out, clock_text=lambda: _bank_time(runner, sim_speed)))
+    sinks.extend(extra_sinks)
     monitor = Monitor(config, clock, sinks)
     for sink in sinks:
         if isinstance(sink, ConsoleView):

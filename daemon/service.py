@@ -28,6 +28,8 @@ from bankwatch.daemon.detectors import (
 )
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
+from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
+from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
 from bankwatch.drivers.links.serial import Device, SerialLine
@@ -278,14 +280,28 @@ class JsonAlertSink:
             self.out.flush()
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
+def install_stop_signals(stop: asyncio.Event, on_stop: Callable[[], object] | None = None) -> None:
+    """SIGTERM and SIGINT set `stop`; `on_stop` (if any) runs first, at once, on the loop."""
     loop = asyncio.get_running_loop()
+
+    def handle() -> None:
+        if on_stop is not None:
+            on_stop()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, handle)
 
 
-async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = False) -> int:
-    """`bankwatch run`: monitor the bank until SIGTERM or Ctrl-C."""
+async def run_daemon(
+    config: Config,
+    *,
+    json_alerts: bool = False,
+    view: bool = False,
+    extra_sinks: Sequence[Sink] = (),
+) -> int:
+    """`bankwatch run`: monitor the bank until SIGTERM or Ctrl-C. `extra_sinks`: MQTT,
+    InfluxDB (see `publish.build_publish_sinks`)."""
     for f in check_bank(config):
         if f.severity != "info":
             log.warning("wiring %s: %s: %s", f.severity, f.rule, f.message)
@@ -298,9 +314,15 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         console = ConsoleView(sys.stdout)
         console.capture_logs()
         sinks.append(console)
+    sinks.extend(extra_sinks)
+    # Under systemd (Type=notify): READY, STATUS and WATCHDOG from the loop, STOPPING on stop.
+    notifier = Notifier.from_env()
+    if notifier.enabled:
+        sinks.append(SystemdSink(notifier, watchdog_s=watchdog_period_s()))
     monitor = Monitor(config, SystemClock(), sinks)
     stop = asyncio.Event()
-    install_stop_signals(stop)
+    install_stop_signals(stop, lambda: notifier.notify("STOPPING=1", "STATUS=stopping"))
+    install_stall_hook()
     log.info(
         "monitoring bank %s (%s, %d batteries) on %d link(s)",
         monitor.topology.name,
@@ -308,6 +330,9 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         len(monitor.topology.batteries()),
         len(monitor.links) + len(monitor.serial_lines),
     )
-    await monitor.run(stop)
+    try:
+        await monitor.run(stop)
+    finally:
+        notifier.close()
     log.info("stopped")
     return 0

@@ -156,7 +156,7 @@ _WARNINGS: tuple[tuple[int, str, Alarm | None], ...] = (
     (4, "battery_over_temperature", Alarm.HIGH_TEMPERATURE),
     (5, "charge_overcurrent", Alarm.CHARGE_HIGH_CURRENT),
     (6, "discharge_overcurrent", Alarm.DISCHARGE_HIGH_CURRENT),
-    (7, "cell_voltage_difference", None),
+    (7, "cell_voltage_difference", Alarm.CELL_IMBALANCE),
     (8, "box_over_temperature", Alarm.HIGH_TEMPERATURE),
     (9, "battery_low_temperature", Alarm.LOW_TEMPERATURE),
     (10, "cell_overvoltage", Alarm.CELL_HIGH_VOLTAGE),

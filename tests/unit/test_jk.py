@@ -240,12 +240,8 @@ def test_jkb_bad_frames_say_what_is_wrong() -> None:
         jk_b.frame_length(b"\x4e\x57\x13\x88")
 
 
-_JKB_ALARMS = [
-    a
-    for a in Alarm
-    if a.value
-    and a not in (Alarm.INTERNAL_COMMUNICATION, Alarm.CELL_IMBALANCE, Alarm.SYSTEM)
-]
+# only the alarms JK-B's warning bits can say
+_JKB_ALARMS = sorted({a for _, _, a in jk_b._WARNINGS if a}, key=lambda a: a.value)
 _printable = st.characters(min_codepoint=33, max_codepoint=126)
 
 

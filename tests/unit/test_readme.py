@@ -86,6 +86,9 @@ def test_quick_start_is_one_command_that_ends_by_running_the_demo(readme: str) -
     # It must install what the second command needs.
     assert "python3 -m venv .venv" in command
     assert "pip install -e '.[test]'" in command
+    # ... including the servers the tests start their own copies of.
+    for package in ("mosquitto", "influxdb"):
+        assert re.search(rf"apt-get install [^&]*\b{package}\b", command), package
 
 
 def test_test_command_block_follows_its_marker(readme: str) -> None:

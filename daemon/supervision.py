@@ -1,0 +1,237 @@
+"""Running under systemd: readiness, the watchdog, stopping, the journal, state.
+
+`bankwatch run` is the same program by hand and as a service; what changes under systemd
+(systemd/bankwatch.service) is only what this module adds when systemd asks for it:
+
+- `SystemdSink` is a sink of the monitor. It sends `READY=1` once every link has had its first
+  outcome: frames flow (up), the open failed (down) or it opened and stayed quiet (silent); a
+  dead adapter therefore delays start-up by its open timeout and no more, and
+  `ready_timeout_s` caps the wait whatever a link does. Then it keeps `STATUS=` (what
+  `systemctl status` shows) at the bank's one-line summary. Its task in the daemon's task
+  group sends `WATCHDOG=1` every half `WatchdogSec=`: the ping comes from the event loop
+  itself, so a loop that is stuck (a blocking call, a busy loop) stops the pings and systemd
+  restarts the service.
+- `STOPPING=1` is sent from the SIGTERM handler (see `run_daemon`).
+- Logging to the journal: when stderr is the journal stream systemd set up (`$JOURNAL_STREAM`),
+  log lines carry a syslog priority prefix (`<4>` for a warning) instead of a time and a level
+  name: journald stamps the time and keeps the level, so `journalctl -p warning` works.
+- Credentials: secrets (the InfluxDB token, the MQTT password) are files in
+  /etc/bankwatch/credentials/ that the unit hands over with `LoadCredential=`;
+  `bankwatch.daemon.credentials.find_secret` reads them from `$CREDENTIALS_DIRECTORY`.
+- A test hook, off unless `$BANKWATCH_TEST_STALL_S` is set: SIGUSR1 then blocks the event loop
+  for that many seconds (`time.sleep` on the loop), so a test can show the watchdog pings stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from bankwatch.daemon.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from bankwatch.daemon.detectors import AlertEvent
+    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.topology import BankState
+    from bankwatch.drivers.links.can import LinkStatus
+
+__all__ = [
+    "STALL_ENV",
+    "JournalFormatter",
+    "SystemdSink",
+    "install_stall_hook",
+    "links_settled",
+    "on_journal",
+    "state_directory",
+    "status_text",
+    "use_journal_format",
+]
+
+log = logging.getLogger(__name__)
+
+STALL_ENV = "BANKWATCH_TEST_STALL_S"
+
+
+# --- readiness and status ------------------------------------------------------------------------
+
+
+def links_settled(statuses: list[LinkStatus]) -> bool:
+    """True when no link is still on its first attempt."""
+    return all(s.state != "starting" for s in statuses)
+
+
+def status_text(monitor: Monitor, state: BankState) -> str:
+    """One line for `systemctl status`: the bank, its batteries, links and alerts."""
+    from bankwatch.daemon.console import status_line
+
+    statuses = monitor.link_statuses()
+    up = sum(s.state == "up" for s in statuses)
+    return f"{status_line(state, monitor)}, links {up}/{len(statuses)} up"
+
+
+class SystemdSink:
+    """READY, STATUS and WATCHDOG for systemd (a RunningSink: `run` is the watchdog task)."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        watchdog_s: float = 0.0,
+        ready_timeout_s: float = 30.0,
+        status_every_s: float = 10.0,
+    ) -> None:
+        self.notifier = notifier
+        self.watchdog_s = watchdog_s
+        self.ready_timeout_s = ready_timeout_s
+        self.status_every_s = status_every_s
+        self.ready = False
+        self.pings = 0
+        self._first_tick: float | None = None
+        self._status: str | None = None
+        self._status_at: float | None = None
+        self._alerts: int | None = None
+        self._told_partial = False
+
+    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
+        now = state.at
+        if self._first_tick is None:
+            self._first_tick = now
+        text = status_text(monitor, state)
+        if not self.ready:
+            statuses = monitor.link_statuses()
+            waited = now - self._first_tick
+            if not links_settled(statuses) and waited < self.ready_timeout_s:
+                return
+            up = sum(s.state == "up" for s in statuses)
+            if up < len(statuses) and not self._told_partial:
+                self._told_partial = True  # logged before READY, so it is in the log first
+                log.warning(
+                    "ready with %d of %d link(s) up; the others are retried in the background",
+                    up,
+                    len(statuses),
+                )
+            if not self.notifier.notify("READY=1", f"STATUS={text}"):
+                return  # systemd did not get it (the notifier logged why): again next tick
+            self.ready = True
+            self._sent(text, now, len(monitor.tracker.active))
+            return
+        alerts = len(monitor.tracker.active)
+        due = self._status_at is None or now - self._status_at >= self.status_every_s
+        if text != self._status and (due or alerts != self._alerts):
+            self.notifier.notify(f"STATUS={text}")
+            self._sent(text, now, alerts)
+
+    def _sent(self, text: str, now: float, alerts: int) -> None:
+        self._status, self._status_at, self._alerts = text, now, alerts
+
+    async def run(self) -> None:
+        """Ping the watchdog from the event loop until cancelled."""
+        if self.watchdog_s <= 0:
+            return
+        log.debug("watchdog: pinging systemd every %.3g s", self.watchdog_s)
+        while True:
+            if self.notifier.notify("WATCHDOG=1"):
+                self.pings += 1
+            await asyncio.sleep(self.watchdog_s)
+
+
+# --- the test hook -------------------------------------------------------------------------------
+
+
+def install_stall_hook(environ: Mapping[str, str] | None = None) -> float:
+    """With `$BANKWATCH_TEST_STALL_S` set, SIGUSR1 blocks the event loop that long (for tests
+    of the watchdog). Returns the stall in seconds, 0 when the hook is off."""
+    env = os.environ if environ is None else environ
+    text = env.get(STALL_ENV, "")
+    if not text:
+        return 0.0
+    try:
+        stall_s = float(text)
+    except ValueError:
+        log.warning("%s=%r is not a number; test hook off", STALL_ENV, text)
+        return 0.0
+    if stall_s <= 0:
+        return 0.0
+
+    def stall() -> None:
+        log.warning("test hook: blocking the event loop for %g s", stall_s)
+        time.sleep(stall_s)  # on purpose: this is what a stuck loop looks like
+        log.warning("test hook: event loop free again")
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stall)
+    log.warning("test hook on: SIGUSR1 blocks the event loop for %g s (%s)", stall_s, STALL_ENV)
+    return stall_s
+
+
+# --- the journal ---------------------------------------------------------------------------------
+
+# syslog priorities, sd-daemon(3): what journald reads from a `<N>` prefix.
+_PRIORITY = (
+    (logging.CRITICAL, 2),
+    (logging.ERROR, 3),
+    (logging.WARNING, 4),
+    (logging.INFO, 6),
+)
+
+
+def _priority(levelno: int) -> int:
+    for level, prio in _PRIORITY:
+        if levelno >= level:
+            return prio
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """`<4>bankwatch.daemon.service: message`: the level as a syslog prefix on every line (a
+    traceback's lines too), no time (journald adds it)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def on_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when `stream` is the journal stream systemd connected (`$JOURNAL_STREAM` is its
+    device and inode), not a pipe or terminal it was redirected to since."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not dev.isdigit() or not ino.isdigit():
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
+    """Give the root logger's stderr handlers the journal format when stderr is the journal."""
+    if not on_journal(sys.stderr, environ):
+        return False
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+            handler.setFormatter(JournalFormatter())
+    return True
+
+
+# --- state ---------------------------------------------------------------------
+
+
+def state_directory(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The unit's `StateDirectory=` (/var/lib/bankwatch), from `$STATE_DIRECTORY`; None when
+    not run by systemd."""
+    env = os.environ if environ is None else environ
+    value = env.get("STATE_DIRECTORY", "")
+    # systemd lists several folders separated by ":" when a unit has several; ours has one.
+    return Path(value.split(":")[0]) if value else None
