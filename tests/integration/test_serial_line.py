@@ -306,3 +306,40 @@ async def test_every_serial_protocol_works_through_the_line_and_the_simulator(
     if r.discharge_enabled is not None:
         assert r.discharge_enabled is False and r.charge_enabled is True, protocol
     assert line.bad_frames == 0, protocol
+
+
+@pytest.mark.parametrize("protocol", ["seplos-v3", "daly", "jk-pb", "pace"])
+async def test_listen_only_for_other_framings(tmp_path: Path, protocol: str) -> None:
+    """Modbus replies that say nothing of their register, Daly's multi-frame cell lists, JK-PB's
+    310-byte replies: heard, paired and attributed by address without sending a byte."""
+    from bankwatch.drivers.registry import serial_codec_for
+
+    codec = serial_codec_for(protocol)
+    assert codec is not None
+    port = tmp_path / "ttyL"
+    cfg = _link(port, baud=115200, listen_only=True, poll_interval_s=0.2)
+    bus = SerialBus("l", cfg, _sim_devices(codec, [1, 3]))
+    bus.plug()
+    served = asyncio.create_task(bus.run())
+    got = _Collector()
+    line = SerialLine(
+        "l", cfg, [Device("P1", 1, codec), Device("P3", 3, codec)], got, SystemClock()
+    )
+    try:
+        async with _running(line):
+            await got.wait_for(
+                lambda r: (
+                    {"P1", "P3"} <= set(r)
+                    and r["P3"].discharge_enabled is not None
+                    and r["P3"].cell_voltages_v is not None
+                    and len(r["P3"].cell_voltages_v) == 16
+                )
+            )
+    finally:
+        served.cancel()
+        bus.close()
+    p3 = got.readings["P3"]
+    assert p3.pack_voltage_v == pytest.approx(53.23, abs=0.051)
+    assert p3.cell_voltages_v == pytest.approx((3.325,) * 16, abs=0.0011)
+    assert p3.discharge_enabled is False and got.readings["P1"].discharge_enabled is True
+    assert bus.host_bytes == 0 and line.bytes_out == 0
