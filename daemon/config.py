@@ -246,6 +246,10 @@ class CurrentImbalanceConfig(KindConfig):
     # Only judged while the bank current is at least this (the larger of the two).
     min_current_a: PositiveFloat = 5.0
     min_c_rate: NonNegFloat = 0.05
+    # Only judged while every branch is between these SOCs: near full or empty the steep ends
+    # of the SOC curve, not the cabling, decide how the current is shared.
+    min_soc_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
+    max_soc_pct: Annotated[float, Field(ge=0, le=100)] = 95.0
     # A branch below this while its siblings carry the load is an open branch.
     open_branch_a: PositiveFloat = 0.5
 

@@ -15,17 +15,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
+from bankwatch.daemon.alert_state import AlertStore, default_state_dir
 from bankwatch.daemon.clock import Clock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config
-from bankwatch.daemon.detectors import (
-    DETECTORS,
-    AlertEvent,
-    AlertTracker,
-    Condition,
-    detect_link_lost,
-)
+from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.topology import BankState, Topology
@@ -72,6 +68,8 @@ class Monitor:
         sinks: Sequence[Sink] = (),
         *,
         tick_s: float = 1.0,
+        open_links: bool = True,
+        store: AlertStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -80,12 +78,22 @@ class Monitor:
         self.topology = Topology(config)
         self.readings: dict[str, Reading] = {}
         self.bank_reading: Reading | None = None
-        self.tracker = AlertTracker(config.detect.raise_after_s, config.detect.clear_after_s)
         self.started_at = self.clock.monotonic()
+        # The fold, the detectors, their memory and the alert tracker (detectors.py).
+        self.analyzer = BankAnalyzer(self.topology, config.detect, self.started_at)
+        self.tracker = self.analyzer.tracker
         self.state: BankState | None = None
         self.links: dict[str, CanLink] = {}
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
-        self._build_drivers()
+        # Without links (the scenario runner), readings are put into `readings` directly.
+        if open_links:
+            self._build_drivers()
+        self.store = store
+        self._saved_at: float | None = None
+        self._failed_at: float | None = None
+        self._unsaved = False
+        if store is not None:
+            self._restore(store)
 
     def _build_drivers(self) -> None:
         sources = [(b.name, b.source) for b in self.topology.batteries()]
@@ -130,14 +138,71 @@ class Monitor:
     # --- one tick: pure given the readings and the time ----------------------------------------
 
     def tick(self, now: float) -> tuple[BankState, list[AlertEvent]]:
-        state = self.topology.fold(self.readings, now, self.bank_reading)
-        conditions: list[Condition] = []
-        for detector in DETECTORS:
-            conditions.extend(detector(state, now))
-        conditions.extend(detect_link_lost(state, now, self.started_at))
-        events = self.tracker.update(conditions, now)
+        state, events = self.analyzer.step(self.readings, now, self.bank_reading)
         self.state = state
+        if self.store is not None:
+            self._persist(now, changed=bool(events))
         return state, events
+
+    # --- alerts across restarts ------------------------------------------------------------------
+
+    # The drift history alone is saved at most this often; alert changes are saved at once.
+    MEMORY_SAVE_EVERY_S = 3600.0
+
+    def _restore(self, store: AlertStore) -> None:
+        now = self.clock.monotonic()
+        saved = store.load(now, self.clock.wall())
+        known = {self.topology.name} | {s.path for s in self.topology.strings}
+        known |= {b.path for b in self.topology.batteries()}
+        alerts = [a for a in saved.alerts if a.subject in known]
+        for a in saved.alerts:
+            if a.subject not in known:
+                log.info("alert %s: its subject is no longer in the config; dropped", a.id)
+        # Until every battery has had its stale time to be heard, a missing condition proves
+        # nothing: a restored alert is held that long.
+        grace = max((b.stale_after_s for b in self.topology.batteries()), default=0.0)
+        self.tracker.restore(alerts, hold_until=now + grace + 2 * self.tick_s)
+        try:
+            self.analyzer.memory.load_json(saved.memory, saved.shift_s)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("alert state %s: detector memory unreadable (%s); ignored", store.path, exc)
+        if alerts:
+            log.info(
+                "restored %d active alert(s) from %s: %s",
+                len(alerts),
+                store.path,
+                ", ".join(a.id for a in alerts),
+            )
+
+    def _persist(self, now: float, *, changed: bool) -> None:
+        memory = self.analyzer.memory
+        if changed:
+            self._unsaved = True
+        memory_due = memory.dirty and (
+            self._saved_at is None or now - self._saved_at >= self.MEMORY_SAVE_EVERY_S
+        )
+        # After a failed write, try again a minute later, not every tick.
+        retry = self._failed_at is None or now - self._failed_at >= 60.0
+        if (self._unsaved or memory_due) and retry:
+            self.save_state(now)
+
+    def save_state(self, now: float | None = None) -> None:
+        """Write the active alerts and the detector memory (also called at a clean stop)."""
+        if self.store is None:
+            return
+        now = self.clock.monotonic() if now is None else now
+        ok = self.store.save(
+            self.tracker.active.values(),
+            self.analyzer.memory.to_json(),
+            now,
+            self.clock.wall() - (self.clock.monotonic() - now),
+        )
+        self._unsaved = not ok
+        if ok:
+            self._saved_at = now
+            self._failed_at = None
+        else:
+            self._failed_at = now
 
     def link_statuses(self) -> list[LinkStatus]:
         return [link.status for link in self.links.values()]
@@ -224,7 +289,9 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         console = ConsoleView(sys.stdout)
         console.capture_logs()
         sinks.append(console)
-    monitor = Monitor(config, SystemClock(), sinks)
+    state_dir = Path(config.detect.state_dir) if config.detect.state_dir else default_state_dir()
+    store = AlertStore(state_dir.expanduser(), config.bank.name)
+    monitor = Monitor(config, SystemClock(), sinks, store=store)
     stop = asyncio.Event()
     install_stop_signals(stop)
     log.info(
@@ -234,6 +301,9 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
         len(monitor.topology.batteries()),
         len(monitor.links),
     )
-    await monitor.run(stop)
+    try:
+        await monitor.run(stop)
+    finally:
+        monitor.save_state()
     log.info("stopped")
     return 0
