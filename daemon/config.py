@@ -221,14 +221,16 @@ class SocMismatchConfig(KindConfig):
     """SOC of batteries in one series string, and of strings in parallel, against their group's
     median, in percentage points; and the rate the gap grows at."""
 
+    # A gap that opens every night and closes every afternoon (an aged battery) is one
+    # problem, not one a day: it clears only after a whole day closed.
     raise_after_s: NonNegFloat | None = 600.0
-    clear_after_s: NonNegFloat | None = 900.0
+    clear_after_s: NonNegFloat | None = 86_400.0
     warning_pct: PositiveFloat = 10.0
     critical_pct: PositiveFloat = 25.0
     hysteresis_pct: NonNegFloat = 2.0
     # A gap growing this fast (points per day), and already this wide, is raised early (info),
     # long before it reaches warning_pct.
-    drift_pct_per_day: PositiveFloat = 2.0
+    drift_pct_per_day: PositiveFloat = 1.0
     drift_min_pct: NonNegFloat = 3.0
     # The drift rate compares the mean gap of the last window with the window before; a day
     # cancels the daily charge cycle.
@@ -240,17 +242,21 @@ class CurrentImbalanceConfig(KindConfig):
 
     raise_after_s: NonNegFloat | None = 120.0
     clear_after_s: NonNegFloat | None = 300.0
-    # Off its expected share by this much (25 = carrying 125 % or 75 % of its share).
-    share_error_pct: PositiveFloat = 25.0
+    # Off its expected share by this much (20 = carrying 120 % or 80 % of its share).
+    share_error_pct: PositiveFloat = 20.0
     hysteresis_pct: NonNegFloat = 5.0
     # Only judged while the bank current is at least this (the larger of the two).
     min_current_a: PositiveFloat = 5.0
     min_c_rate: NonNegFloat = 0.05
-    # Only judged while every branch is between these SOCs: near full or empty the steep ends
-    # of the SOC curve, not the cabling, decide how the current is shared.
-    min_soc_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
-    max_soc_pct: Annotated[float, Field(ge=0, le=100)] = 95.0
-    # A branch below this while its siblings carry the load is an open branch.
+    # Only judged while every battery of the branches is between these SOCs: near full or
+    # empty the steep ends of the SOC curve, not the cabling, decide how current is shared.
+    min_soc_pct: Annotated[float, Field(ge=0, le=100)] = 20.0
+    max_soc_pct: Annotated[float, Field(ge=0, le=100)] = 90.0
+    # A branch whose SOC is this far from the others' median is not judged: the SOC gap, not
+    # the cabling, explains its share (soc_mismatch speaks for it).
+    max_soc_gap_pct: PositiveFloat = 8.0
+    # A branch below this while its siblings carry the load, its voltage off the bus's (see
+    # pre_parallel_mismatch.detach_pct) and its BMS switches closed, is an open branch.
     open_branch_a: PositiveFloat = 0.5
 
 
@@ -278,8 +284,10 @@ class VoltageInconsistencyConfig(KindConfig):
 class CellImbalanceConfig(KindConfig):
     """Spread between the highest and lowest cell of one battery, in volts."""
 
+    # Cells drift apart at the ends of the SOC curve and look fine in the middle: it clears
+    # only after a whole day without.
     raise_after_s: NonNegFloat | None = 300.0
-    clear_after_s: NonNegFloat | None = 600.0
+    clear_after_s: NonNegFloat | None = 86_400.0
     warning_v: PositiveFloat = 0.20
     critical_v: PositiveFloat = 0.40
     hysteresis_v: NonNegFloat = 0.03
@@ -308,9 +316,15 @@ class PreParallelMismatchConfig(KindConfig):
     # % of the branch's nominal voltage, and SOC points, from the connected branches' median.
     voltage_pct: PositiveFloat = 2.0
     soc_pct: PositiveFloat = 15.0
-    # A branch carrying less than this (while the bus sits at another voltage, or its siblings
-    # carry current) is apart from the group.
+    # A branch carrying less than this while its siblings carry current, with its voltage this
+    # far (% of its nominal) from theirs, is apart from the group: not conducting. (A connected
+    # branch at a lower SOC may carry nothing at a light load too, but it sits at the bus's
+    # voltage.) A BMS with both switches open also puts its branch apart.
     idle_a: PositiveFloat = 1.0
+    detach_pct: PositiveFloat = 0.25
+    # The voltage gap is judged only while the connected branches carry less than this C-rate:
+    # under load their voltage sags below their rest voltage and says nothing about inrush.
+    rest_c_rate: PositiveFloat = 0.05
     # How long after joining the inrush and the equalising current are reported.
     join_window_s: PositiveFloat = 600.0
 

@@ -411,7 +411,7 @@ def detect_temperature(state: BankState, now: float, ctx: DetectContext) -> list
             limit = cfg.high_critical_c if sev == "critical" else cfg.high_warning_c
             parts.append(
                 ("hot", sev, f"{hot:.1f} °C, at or over the {limit:g} °C limit: heat ages "
-                 "cells fast, and the BMS will stop charging soon")
+                 "cells fast; most BMS stop charging near 50 °C and cut off near 60 °C")
             )  # fmt: skip
         sev = level(
             -cold,

@@ -20,7 +20,6 @@ compared as if live.
 from __future__ import annotations
 
 from bankwatch.daemon.alerts import Condition, Severity, level
-from bankwatch.daemon.config import CELL_NOMINAL_V
 from bankwatch.daemon.history import DetectContext, median, medians_of_others
 from bankwatch.daemon.topology import BankState, BatteryState, StringState
 
@@ -195,42 +194,64 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
         return held  # a branch unknown: shares cannot be computed
     total_all = sum(s.current_a or 0.0 for s in known)
     charging = total_all > 0
-    eligible = [s for s in known if _allows(s, charging)]
-    if len(eligible) < 2:
+    links = ctx.memory.links
+    # An open branch (apart from the bank, its BMS switches closed) carries nothing; the
+    # others' shares are judged among themselves.
+    open_branches = [
+        s
+        for s in known
+        if s.path in links and links[s.path].apart and _allows(s, True) and _allows(s, False)
+    ]
+    eligible = [s for s in known if _allows(s, charging) and s not in open_branches]
+    if len(eligible) < 2 and not open_branches:
         return held
     total = sum(s.current_a or 0.0 for s in eligible)
     cap = sum(s.node.capacity_ah for s in eligible)
     if abs(total) < max(cfg.min_current_a, cfg.min_c_rate * cap):
         return held
-    socs = [s.soc_pct for s in eligible]
-    if any(x is None or not cfg.min_soc_pct <= x <= cfg.max_soc_pct for x in socs):
-        return held
     out: list[Condition] = []
-    pair = len(eligible) == 2
+    direction = "charge" if charging else "load"
+    for s in open_branches:
+        i_k = s.current_a or 0.0
+        if abs(i_k) >= cfg.open_branch_a:
+            continue
+        message = (
+            f"{_branch(s)}: open branch: it carries {i_k:+.1f} A while the other branches "
+            f"carry the {direction} ({total:+.1f} A) and its BMS switches are closed: a "
+            f"blown fuse, an open breaker or isolator, or a loose lug"
+        )
+        evidence: dict[str, float | int | str | bool | list[str] | None] = {
+            "current_a": i_k,
+            "bank_current_a": round(total, 1),
+            "voltage_v": s.voltage_v,
+            "branches": len(known),
+        }
+        out.append(Condition("current_imbalance", s.path, "critical", message, evidence, "open"))
+    if len(eligible) < 2:
+        return _remember(ctx, out)
     for s in eligible:
+        for b in s.batteries:
+            soc = _live_soc(b)
+            if soc is not None and not cfg.min_soc_pct <= soc <= cfg.max_soc_pct:
+                return held
+    pair = len(eligible) == 2
+    gaps = medians_of_others([s.soc_pct or 0.0 for s in eligible])
+    for s, soc_ref in zip(eligible, gaps, strict=True):
+        if s.soc_pct is None or abs(s.soc_pct - soc_ref) > cfg.max_soc_gap_pct:
+            out.extend(c for c in held if c.subject == s.path)
+            continue
         i_k = s.current_a or 0.0
         expected = s.node.capacity_ah / cap
         share = i_k / total
         key = f"current_imbalance:{s.path}"
         latched = ctx.latched.get(key)
-        evidence: dict[str, float | int | str | bool | list[str] | None] = {
+        evidence = {
             "current_a": i_k,
             "bank_current_a": round(total, 1),
             "share_pct": round(100 * share, 1),
             "expected_share_pct": round(100 * expected, 1),
             "branches": len(eligible),
         }
-        direction = "charge" if charging else "load"
-        if abs(i_k) < cfg.open_branch_a and expected * abs(total) >= 4 * cfg.open_branch_a:
-            message = (
-                f"{_branch(s)}: open branch: it carries {i_k:+.1f} A while the other branches "
-                f"carry the {direction} ({total:+.1f} A) and its BMS switches are closed: a "
-                f"blown fuse, an open breaker or isolator, or a loose lug"
-            )
-            out.append(
-                Condition("current_imbalance", s.path, "critical", message, evidence, "open")
-            )
-            continue
         error_pct = (share / expected - 1.0) * 100.0
         if pair and error_pct > 0:
             continue  # in a pair the branch carrying too little is the one to look at
@@ -252,10 +273,16 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
             f"{100 * expected:.0f} %; {why}"
         )
         out.append(Condition("current_imbalance", s.path, "warning", message, evidence, side))
-    ctx.memory.held.update({f"current_imbalance:{c.subject}": c for c in out})
+    return _remember(ctx, out)
+
+
+def _remember(ctx: DetectContext, out: list[Condition]) -> list[Condition]:
+    """Keep what was judged, to hold it while the next ticks cannot judge."""
+    keys = {c.key for c in out}
     for key in [k for k in ctx.memory.held if k.startswith("current_imbalance:")]:
-        if key not in {c.key for c in out}:
+        if key not in keys:
             del ctx.memory.held[key]
+    ctx.memory.held.update({c.key: c for c in out})
     return out
 
 
@@ -352,15 +379,6 @@ def _tolerance(tol_a: float, tol_pct: float, ref_a: float, key: str, ctx: Detect
 # --- voltage_inconsistency ----------------------------------------------------------------------
 
 
-def _cells(state: BankState, s: StringState) -> int:
-    return sum(_battery_cells(b) for b in s.batteries)
-
-
-def _battery_cells(b: BatteryState) -> int:
-    m = b.node.model
-    return max(1, round(m.nominal_voltage_v / CELL_NOMINAL_V[m.chemistry]))
-
-
 def detect_voltage_inconsistency(
     state: BankState, now: float, ctx: DetectContext
 ) -> list[Condition]:
@@ -381,7 +399,7 @@ def detect_voltage_inconsistency(
         r = b.reading
         if not b.live or r is None or r.pack_voltage_v is None:
             continue
-        cells = _battery_cells(b)
+        cells = b.node.cells
         lo, hi = CELL_VOLTAGE_RANGE[b.node.model.chemistry]
         if not lo * cells <= r.pack_voltage_v <= hi * cells:
             m = b.node.model
@@ -417,7 +435,7 @@ def detect_voltage_inconsistency(
     ]
     bank_v = meter_v if meter_v is not None else median([s.voltage_v for s in connected])
     if bank_v is not None and connected:
-        cells = max(_cells(state, s) for s in state.strings)
+        cells = max(s.node.cells for s in state.strings)
         lo, hi = CELL_VOLTAGE_RANGE[bank_chem]
         if not lo * cells <= bank_v <= hi * cells:
             source = "the bank meter reads" if meter_v is not None else "the strings sit at"

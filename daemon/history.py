@@ -125,7 +125,8 @@ class BranchLink:
 
     apart: bool = False
     apart_since: float | None = None
-    # While apart: how far it sits from the connected branches (volts, SOC points).
+    # While apart: how far it sits from the connected branches (SOC points; volts only while
+    # they are near rest, when their voltage is close to their open-circuit voltage).
     gap_v: float | None = None
     gap_soc_pct: float | None = None
     joined_at: float | None = None
@@ -133,6 +134,12 @@ class BranchLink:
     join_gap_soc_pct: float | None = None
     max_inrush_a: float = 0.0
 
+
+# Below this a voltage difference is sensor resolution and rounding, not a detached branch.
+_MIN_DETACH_V = 0.03
+
+# Above this SOC a connected branch's voltage is a charger's, not its cells' rest voltage.
+_REST_MAX_SOC_PCT = 95.0
 
 # Drift: the hour is the bucket; a window is `drift_window_s` of them.
 _DRIFT_BUCKETS_PER_WINDOW = 24
@@ -224,12 +231,14 @@ class DetectorMemory:
         strings = state.strings
         if len(strings) < 2:
             return
-        idle_a = config.pre_parallel_mismatch.idle_a
+        cfg = config.pre_parallel_mismatch
+        idle_a = cfg.idle_a
         known = [s for s in strings if s.current_a is not None and s.complete]
         links = {s.path: self.links.setdefault(s.path, BranchLink()) for s in strings}
         # The flow of the connected branches, once: each branch's siblings are the rest of it.
         joined = [s for s in known if not links[s.path].apart]
         joined_flow = sum(s.current_a or 0.0 for s in joined)
+        bus_v = median([s.voltage_v for s in joined])
         for s in known:
             link = links[s.path]
             i_k = s.current_a
@@ -237,15 +246,21 @@ class DetectorMemory:
             own = not link.apart
             n_siblings = len(joined) - own
             flow = joined_flow - (i_k if own else 0.0)
-            carrying = n_siblings > 0 and abs(flow) >= 2 * idle_a * n_siblings
-            blocked = _blocked(s, flow) if carrying else _both_open(s)
+            carrying = n_siblings > 0 and abs(flow) >= idle_a * n_siblings
+            off_bus = (
+                bus_v is not None
+                and s.voltage_v is not None
+                and abs(s.voltage_v - bus_v)
+                >= max(_MIN_DETACH_V, cfg.detach_pct / 100.0 * s.node.nominal_voltage_v)
+            )
+            both_open = _both_open(s)
             if not link.apart:
-                if blocked or (carrying and abs(i_k) < idle_a):
+                if both_open or (carrying and abs(i_k) < idle_a and off_bus):
                     link.apart = True
                     link.apart_since = state.at
                     link.joined_at = None
                     link.max_inrush_a = 0.0
-            elif abs(i_k) >= idle_a and not blocked:
+            elif abs(i_k) >= idle_a and not both_open:
                 link.apart = False
                 link.joined_at = state.at
                 link.join_gap_v = link.gap_v
@@ -253,7 +268,15 @@ class DetectorMemory:
                 link.max_inrush_a = abs(i_k)
         # Gaps to the connected branches, for the ones apart and those that just joined.
         connected = [s for s in known if not links[s.path].apart]
-        ref_v = median([s.voltage_v for s in connected])
+        rest_c = config.pre_parallel_mismatch.rest_c_rate
+        # Near rest and below the top knee (where a charger's absorption holds the voltage
+        # above the cells' own), a branch's voltage is close to its open-circuit voltage.
+        at_rest = all(
+            abs(s.current_a or 0.0) <= rest_c * s.node.capacity_ah
+            and (s.soc_pct is None or s.soc_pct <= _REST_MAX_SOC_PCT)
+            for s in connected
+        )
+        ref_v = median([s.voltage_v for s in connected]) if at_rest else None
         ref_soc = median([s.soc_pct for s in connected])
         for s in known:
             link = links[s.path]
@@ -325,19 +348,6 @@ def _both_open(s: StringState) -> bool:
     for b in s.batteries:
         r = b.reading
         if r is not None and r.charge_enabled is False and r.discharge_enabled is False:
-            return True
-    return False
-
-
-def _blocked(s: StringState, flow_a: float) -> bool:
-    """A BMS in the string has opened the switch of the direction the bank flows."""
-    for b in s.batteries:
-        r = b.reading
-        if r is None:
-            continue
-        if flow_a > 0 and r.charge_enabled is False:
-            return True
-        if flow_a < 0 and r.discharge_enabled is False:
             return True
     return False
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bankwatch.daemon.config import Config, ModelConfig, SourceConfig
+from bankwatch.daemon.config import CELL_NOMINAL_V, Config, ModelConfig, SourceConfig
 from bankwatch.daemon.model import Reading
 
 __all__ = [
@@ -45,21 +45,29 @@ class BatteryNode:
     source: SourceConfig | None
     stale_after_s: float
 
+    @property
+    def cells(self) -> int:
+        """Cells in series, from the model's voltage and chemistry (a 12.8 V LiFePO4 has 4)."""
+        m = self.model
+        return max(1, round(m.nominal_voltage_v / CELL_NOMINAL_V[m.chemistry]))
+
 
 @dataclass(frozen=True, slots=True)
 class StringNode:
     name: str
     path: str
     batteries: tuple[BatteryNode, ...]
+    # Derived from the batteries once (the detectors ask for them every tick).
+    nominal_voltage_v: float = field(init=False)
+    capacity_ah: float = field(init=False)  # the smallest battery limits a series string
+    cells: int = field(init=False)
 
-    @property
-    def nominal_voltage_v(self) -> float:
-        return sum(b.model.nominal_voltage_v for b in self.batteries)
-
-    @property
-    def capacity_ah(self) -> float:
-        # The smallest battery limits a series string.
-        return min(b.model.capacity_ah for b in self.batteries)
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "nominal_voltage_v", sum(b.model.nominal_voltage_v for b in self.batteries)
+        )
+        object.__setattr__(self, "capacity_ah", min(b.model.capacity_ah for b in self.batteries))
+        object.__setattr__(self, "cells", sum(b.cells for b in self.batteries))
 
     @property
     def energy_wh(self) -> float:

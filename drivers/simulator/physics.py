@@ -462,11 +462,14 @@ class _Battery:
         d = list(self.cell_d)
         d[0] = offset_pct
         self.cell_d = tuple(d)
-        self.cell_v = tuple(x * _CELL_V_PER_SPREAD_PCT for x in self.cell_d)
-        self.d_max = max(self.cell_d)
-        self.d_min = min(self.cell_d)
-        self.v_max_off = self.d_max * _CELL_V_PER_SPREAD_PCT
-        self.v_min_off = self.d_min * _CELL_V_PER_SPREAD_PCT
+        # The cell's voltage follows its own SOC on the OCV curve; its small fixed voltage
+        # offset (`cell_v`) is the one it had. The extremes are the cells with the extreme SOC.
+        i_max = max(range(self.n), key=d.__getitem__)
+        i_min = min(range(self.n), key=d.__getitem__)
+        self.d_max = d[i_max]
+        self.d_min = d[i_min]
+        self.v_max_off = self.cell_v[i_max]
+        self.v_min_off = self.cell_v[i_min]
 
     def set_capacity_factor(self, factor: float) -> None:
         if not 0.0 < factor <= 1.5:
