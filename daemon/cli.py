@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -90,9 +92,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from bankwatch.daemon.demo import run_demo
+def _speed(text: str) -> float:
+    """A positive number, or "max" (as fast as the machine allows: inf)."""
+    if text.strip().lower() == "max":
+        return math.inf
+    return _positive(text)
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.demo import run_demo, run_scenario_demo
+
+    if args.scenario or args.speed == math.inf:
+        from bankwatch.daemon.scenario import load_scenario
+
+        if args.scenario:
+            config, name = load_scenario(args.scenario), args.scenario
+        else:
+            config, name = (load_config(args.config) if args.config else demo_config()), ""
+        return run_scenario_demo(
+            config,
+            duration_s=args.duration,
+            speed=None if args.speed == math.inf else args.speed,
+            json_out=args.json,
+            name=name,
+        )
     config = load_config(args.config) if args.config else demo_config()
     return asyncio.run(
         run_demo(config, duration_s=args.duration, speed=args.speed, json_out=args.json)
@@ -126,17 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--config",
         help="a bank config; its [simulation] section, if any, sets profile and faults "
         "(default: the built-in 48 V 4S2P bank)",
     )
+    which.add_argument(
+        "--scenario",
+        help="a fault scenario (configs/scenarios/*.toml): runs for the length it declares "
+        "and checks the alerts it expects; exit code 1 if they do not come",
+    )
     p.add_argument(
         "--duration",
         type=_duration,
-        help="stop after this much bank time (90, 30m, 2h; at --speed 1 that is wall time)",
+        help="stop after this much bank time (90s, 30m, 2h, 7d; at --speed 1 that is wall time)",
     )
-    p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        help="bank seconds per real second (default 1), or max: as fast as the machine allows",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
     p.set_defaults(func=cmd_demo)
 
@@ -179,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`bankwatch demo --json | head`): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return code
 
 
