@@ -40,7 +40,7 @@ from bankwatch.daemon.history import (
     DetectContext,
     DetectorMemory,
     Preceded,
-    medians_of_others,
+    group_refs,
 )
 from bankwatch.daemon.model import Reading, flag_names
 from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
@@ -375,7 +375,7 @@ def _coldest(r: Reading) -> float | None:
 
 def detect_temperature(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
     """Over and under temperature against limits, and a battery much warmer than the bank's
-    others (against the median of the others; in a pair, the warmer one is named).
+    others (against the bank's median; in a pair, the warmer one is named).
 
     The three checks share one alert per battery; each keeps its own hysteresis through the
     memory of which checks were on, so one check's latch never lends another its lower
@@ -394,7 +394,7 @@ def detect_temperature(state: BankState, now: float, ctx: DetectContext) -> list
     parts_memory = ctx.memory.parts
     refs: list[float | None] = [None] * len(live)
     if len(live) > 1:
-        refs = list(medians_of_others([t for _, t, _ in live]))
+        refs = list(group_refs([t for _, t, _ in live]))
     for (b, hot, cold), ref in zip(live, refs, strict=True):
         key = f"temperature:{b.path}"
         latched = ctx.latched.get(key)

@@ -20,7 +20,7 @@ compared as if live.
 from __future__ import annotations
 
 from bankwatch.daemon.alerts import Condition, Severity, level
-from bankwatch.daemon.history import DetectContext, median, medians_of_others
+from bankwatch.daemon.history import DetectContext, group_refs, median
 from bankwatch.daemon.topology import BankState, BatteryState, StringState
 
 __all__ = [
@@ -67,8 +67,8 @@ def _live_soc(b: BatteryState) -> float | None:
 def detect_soc_mismatch(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
     """SOC against the group's: within each series string, and between parallel strings.
 
-    In a group of three or more the gap is to the median of the others (one outlier does not
-    move it); in a pair it is the difference, and the lower one is named (it reaches cutoff
+    In a group of three or more the gap is to the group's median (one outlier does not move
+    it); in a pair it is the difference, and the lower one is named (it reaches cutoff
     first). The gap's growth in points per day is tracked per member, so a slow divergence is
     raised early (info) long before it reaches the warning gap.
     """
@@ -111,7 +111,7 @@ def _soc_group(
     if len(members) < 2:
         return out
     pair = len(members) == 2
-    refs = medians_of_others([m[2] for m in members])
+    refs = group_refs([m[2] for m in members])
     for (path, name, soc), ref in zip(members, refs, strict=True):
         gap = soc - ref
         drift = ctx.memory.drift_add(path, now, gap, cfg.drift_window_s)
@@ -235,7 +235,7 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
             if soc is not None and not cfg.min_soc_pct <= soc <= cfg.max_soc_pct:
                 return held
     pair = len(eligible) == 2
-    gaps = medians_of_others([s.soc_pct or 0.0 for s in eligible])
+    gaps = group_refs([s.soc_pct or 0.0 for s in eligible])
     for s, soc_ref in zip(eligible, gaps, strict=True):
         if s.soc_pct is None or abs(s.soc_pct - soc_ref) > cfg.max_soc_gap_pct:
             out.extend(c for c in held if c.subject == s.path)
@@ -301,7 +301,7 @@ def detect_series_current_mismatch(
 ) -> list[Condition]:
     """Batteries of one series string must agree on the current, within sensor tolerance.
 
-    In a string of three or more the outlier is named against the median of the others (its
+    In a string of three or more the outlier is named against the string's median (its
     shunt, or a load tapped off it alone); in a pair nobody can tell which one is wrong, so the
     string is the subject.
     """
@@ -338,7 +338,7 @@ def detect_series_current_mismatch(
                 )
             )
             continue
-        refs = medians_of_others([i for _, i in live])
+        refs = group_refs([i for _, i in live])
         for (b, i_b), ref in zip(live, refs, strict=True):
             key = f"series_current_mismatch:{b.path}"
             tol = _tolerance(cfg.tolerance_a, cfg.tolerance_pct, ref, key, ctx)
@@ -458,17 +458,44 @@ def detect_voltage_inconsistency(
                 )
             )
 
+    if meter_v is None and len(connected) == 2:
+        # Two strings and no meter: nobody can tell which one measures wrong; the bank is the
+        # subject and both are named.
+        s1, s2 = connected
+        assert s1.voltage_v is not None and s2.voltage_v is not None
+        key = f"voltage_inconsistency:{state.name}"
+        nominal = min(s1.node.nominal_voltage_v, s2.node.nominal_voltage_v)
+        tol = cfg.parallel_tolerance_pct / 100.0 * nominal
+        if key in ctx.latched:
+            tol *= 0.8
+        diff = s2.voltage_v - s1.voltage_v
+        if abs(diff) >= tol:
+            out.append(
+                Condition(
+                    "voltage_inconsistency",
+                    state.name,
+                    "warning",
+                    f"bank {state.name}: string {s1.name} adds up to {s1.voltage_v:.2f} V and "
+                    f"string {s2.name} to {s2.voltage_v:.2f} V ({diff:+.2f} V), though strings "
+                    f"in parallel share one voltage: a BMS measures wrong or a connection in "
+                    f"one of them is bad",
+                    {
+                        f"string_{s1.name}_voltage_v": round(s1.voltage_v, 3),
+                        f"string_{s2.name}_voltage_v": round(s2.voltage_v, 3),
+                        "difference_v": round(diff, 3),
+                        "tolerance_v": round(tol, 3),
+                    },
+                    "strings differ",
+                )
+            )
+    group_v = median([s.voltage_v for s in connected])
     for s in connected:
         if meter_v is not None:
             ref, against = meter_v, "the bank meter"
         else:
-            others = [o.voltage_v for o in connected if o is not s]
-            if not others:
-                continue
-            ref = median(list(others)) or 0.0
-            against = "the other strings in parallel" if len(others) > 1 else "the other string"
-            if len(connected) == 2 and s is connected[0]:
-                continue  # a pair's gap is named once, on the second string
+            if len(connected) < 3 or group_v is None:
+                continue  # a pair is judged above
+            ref, against = group_v, "the other strings in parallel"
         assert s.voltage_v is not None
         key = f"voltage_inconsistency:{s.path}"
         tol = cfg.parallel_tolerance_pct / 100.0 * s.node.nominal_voltage_v

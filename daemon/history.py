@@ -35,8 +35,8 @@ __all__ = [
     "DriftTrack",
     "Preceded",
     "Sample",
+    "group_refs",
     "median",
-    "medians_of_others",
 ]
 
 
@@ -319,20 +319,16 @@ class DetectorMemory:
             )
 
 
-def medians_of_others(values: list[float]) -> list[float]:
-    """For each value, the median of all the others (at least two values): one sort for the
-    whole group instead of one per member."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranked = [values[i] for i in order]
-    m = len(values) - 1
-    lo_k, hi_k = (m - 1) // 2, m // 2
-    out = [0.0] * len(values)
-    for p, i in enumerate(order):
-        # Position k among the others is position k (or k + 1, past the one left out) here.
-        lo = ranked[lo_k if lo_k < p else lo_k + 1]
-        hi = ranked[hi_k if hi_k < p else hi_k + 1]
-        out[i] = (lo + hi) / 2
-    return out
+def group_refs(values: list[float]) -> list[float]:
+    """What each member of a group (two or more) is compared with: in a pair, the other one (who
+    is off cannot be told); in a larger group, the group's median, which one outlier does not
+    move (the median of the *others* would: of three, it is the mean of the outlier and one
+    more)."""
+    if len(values) == 2:
+        return [values[1], values[0]]
+    m = median(list(values))
+    assert m is not None
+    return [m] * len(values)
 
 
 def median(values: list[float | None]) -> float | None:

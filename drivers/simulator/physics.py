@@ -28,6 +28,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bankwatch.daemon.model import Alarm, Protection, Reading
 
@@ -988,7 +989,7 @@ class SimBank:
         spec = b.spec
         soc = b.soc_pct
         chem = _CHEM_CODE[spec.chemistry]
-        common = {
+        common: dict[str, Any] = {
             "subject": name,
             "at": at,
             "pack_voltage_v": round(b.voltage_v + b.v_offset_v, 3),
