@@ -118,10 +118,14 @@ def render(
             lines.append(_battery_line(b, width))
     down = [f"{n} {st}" for n, st in links if st != "up"]
     lines.append("")
-    lines.append(
-        f"links: {len(links) - len(down)}/{len(links)} up"
-        + (f" ({', '.join(down)})" if down else "")
-    )
+    if links:
+        lines.append(
+            f"links: {len(links) - len(down)}/{len(links)} up"
+            + (f" ({', '.join(down)})" if down else "")
+        )
+    else:
+        # The scenario runner feeds readings straight in; a bank without sources opens none.
+        lines.append("links: none open")
     if alerts:
         lines.append(f"active alerts ({len(alerts)}):")
         for a in alerts:

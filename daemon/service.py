@@ -186,8 +186,14 @@ class Monitor:
         if (self._unsaved or memory_due) and retry:
             self.save_state(now)
 
+    def flush_state(self) -> None:
+        """At a clean stop: write what changed since the last write (the drift history of the
+        last hour, an alert change a failed write left unsaved), and nothing otherwise."""
+        if self.store is not None and (self._unsaved or self.analyzer.memory.dirty):
+            self.save_state()
+
     def save_state(self, now: float | None = None) -> None:
-        """Write the active alerts and the detector memory (also called at a clean stop)."""
+        """Write the active alerts and the detector memory."""
         if self.store is None:
             return
         now = self.clock.monotonic() if now is None else now
@@ -304,6 +310,6 @@ async def run_daemon(config: Config, *, json_alerts: bool = False, view: bool = 
     try:
         await monitor.run(stop)
     finally:
-        monitor.save_state()
+        monitor.flush_state()
     log.info("stopped")
     return 0

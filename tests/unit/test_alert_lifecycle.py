@@ -208,13 +208,14 @@ def test_a_restart_neither_forgets_nor_raises_again(tmp_path: Path) -> None:
         feed(first, clock.monotonic(), cut=True)
         raised += first.tick(clock.monotonic())[1]
     assert [(e.event, e.alert.id) for e in raised] == [("raised", "cutoff:home/A/A2")]
-    written = first.store.path.stat().st_mtime_ns if first.store else 0
+    # Every write is a new file renamed over the old one: a new inode.
+    written = first.store.path.stat().st_ino if first.store else 0
     # Nothing changed for 30 ticks: the file was written once, when the alert was raised.
     for _ in range(30):
         clock.advance(1)
         feed(first, clock.monotonic(), cut=True)
         first.tick(clock.monotonic())
-    assert first.store is not None and first.store.path.stat().st_mtime_ns == written
+    assert first.store is not None and first.store.path.stat().st_ino == written
 
     # The daemon restarts (a reboot: a new monotonic clock), the cutoff still there.
     clock2 = ManualClock(start_wall=2_000_100.0, start_monotonic=0.0)
@@ -248,3 +249,21 @@ def test_a_restored_alert_for_a_battery_no_longer_configured_is_dropped(tmp_path
     store.save([alert("cutoff:home/C/C9")], {}, 1.0, 1.0)
     m = monitor(tmp_path, ManualClock())
     assert m.tracker.active == {}
+
+
+def test_a_clean_stop_writes_only_what_changed(tmp_path: Path) -> None:
+    clock = ManualClock()
+    m = monitor(tmp_path, clock)
+    assert m.store is not None
+    m.flush_state()
+    assert not m.store.path.exists()  # nothing happened: nothing written
+    for _ in range(5):
+        clock.advance(1)
+        feed(m, clock.monotonic(), cut=True)
+        m.tick(clock.monotonic())
+    before = m.store.path.stat().st_ino  # every write is a new file: a new inode
+    m.flush_state()
+    assert m.store.path.stat().st_ino == before  # the raise was written at once
+    m.analyzer.memory.dirty = True  # e.g. an hour of drift history closed
+    m.flush_state()
+    assert m.store.path.stat().st_ino != before

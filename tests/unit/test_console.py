@@ -366,3 +366,6 @@ def test_the_bank_row_says_when_the_bank_is_empty_or_full() -> None:
     assert bank_row(-20.0).endswith(", empty in 2h30m")
     assert bank_row(25.0).endswith(", full in 2h00m")
     assert "empty in" not in bank_row(0.0) and "full in" not in bank_row(0.0)
+    # No links (the scenario runner feeds readings straight in): said so, not "0/0 up".
+    readings = {b.name: Reading(at=now, pack_voltage_v=13.2) for b in topo.batteries()}
+    assert "links: none open" in render(topo.fold(readings, now), [], [], CLOCK)
