@@ -365,6 +365,9 @@ def detect_cell_imbalance(state: BankState, now: float, ctx: DetectContext) -> l
     return out
 
 
+_LITHIUM = frozenset({"lifepo4", "nmc", "lto"})
+
+
 def _coldest(r: Reading) -> float | None:
     if r.temperatures_c:
         return min(r.temperatures_c)
@@ -422,10 +425,12 @@ def detect_temperature(state: BankState, now: float, ctx: DetectContext) -> list
         )
         if sev is not None:
             limit = cfg.low_critical_c if sev == "critical" else cfg.low_warning_c
-            parts.append(
-                ("cold", sev, f"{cold:.1f} °C, at or under the {limit:g} °C limit: charging "
-                 "lithium cells this cold plates lithium; the BMS should block charge")
-            )  # fmt: skip
+            why = (
+                "charging lithium cells this cold plates lithium; the BMS should block charge"
+                if b.node.model.chemistry in _LITHIUM
+                else "a lead-acid battery holds less this cold, and freezes when discharged"
+            )
+            parts.append(("cold", sev, f"{cold:.1f} °C, at or under the {limit:g} °C limit: {why}"))
         if ref is not None:
             delta = hot - ref
             on = cfg.sibling_delta_c - (hyst if "warmer" in was else 0.0)

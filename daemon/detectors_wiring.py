@@ -123,11 +123,12 @@ def _soc_group(
         severity: Severity | None = level(
             mag, cfg.warning_pct, cfg.critical_pct, cfg.hysteresis_pct, latched
         )
-        apart = drift is not None and (drift if gap >= 0 else -drift)
-        if severity is None and apart is not None and apart is not False:
+        if severity is None and drift is not None:
+            widening = drift if gap >= 0 else -drift  # points a day the gap grows by
+            # Hysteresis for the early notice too: once on, it holds at 3/4 of the rate.
             on = cfg.drift_pct_per_day * (0.75 if latched else 1.0)
             wide = cfg.drift_min_pct - (cfg.hysteresis_pct if latched else 0.0)
-            if apart >= on and mag >= wide:
+            if widening >= on and mag >= wide:
                 severity = "info"
         if severity is None:
             continue
@@ -227,13 +228,15 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
             "branches": len(known),
         }
         out.append(Condition("current_imbalance", s.path, "critical", message, evidence, "open"))
-    if len(eligible) < 2:
+    in_window = all(
+        soc is None or cfg.min_soc_pct <= soc <= cfg.max_soc_pct
+        for s in eligible
+        for soc in (_live_soc(b) for b in s.batteries)
+    )
+    if len(eligible) < 2 or not in_window:
+        # Sharing cannot be judged now: the share alerts already raised are held.
+        out += [c for c in held if c.gist != "open"]
         return _remember(ctx, out)
-    for s in eligible:
-        for b in s.batteries:
-            soc = _live_soc(b)
-            if soc is not None and not cfg.min_soc_pct <= soc <= cfg.max_soc_pct:
-                return held
     pair = len(eligible) == 2
     gaps = group_refs([s.soc_pct or 0.0 for s in eligible])
     for s, soc_ref in zip(eligible, gaps, strict=True):

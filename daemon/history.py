@@ -247,10 +247,14 @@ class DetectorMemory:
             n_siblings = len(joined) - own
             flow = joined_flow - (i_k if own else 0.0)
             carrying = n_siblings > 0 and abs(flow) >= idle_a * n_siblings
+            # The bus: the connected branches' median (of a pair, the other one).
+            bus = bus_v
+            if own and len(joined) == 2:
+                bus = next(o.voltage_v for o in joined if o is not s)
             off_bus = (
-                bus_v is not None
+                bus is not None
                 and s.voltage_v is not None
-                and abs(s.voltage_v - bus_v)
+                and abs(s.voltage_v - bus)
                 >= max(_MIN_DETACH_V, cfg.detach_pct / 100.0 * s.node.nominal_voltage_v)
             )
             both_open = _both_open(s)
@@ -284,12 +288,8 @@ class DetectorMemory:
                 if link.joined_at is not None and s.current_a is not None:
                     link.max_inrush_a = max(link.max_inrush_a, abs(s.current_a))
                 continue
-            others = [o for o in connected if o is not s]
-            if not others:
-                link.gap_v = link.gap_soc_pct = None
-                continue
-            v = median([o.voltage_v for o in others]) if ref_v is not None else None
-            soc = median([o.soc_pct for o in others]) if ref_soc is not None else None
+            # Apart, it is not among the connected branches its gaps are measured to.
+            v, soc = ref_v, ref_soc
             link.gap_v = None if v is None or s.voltage_v is None else s.voltage_v - v
             link.gap_soc_pct = None if soc is None or s.soc_pct is None else s.soc_pct - soc
 

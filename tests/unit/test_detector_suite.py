@@ -256,6 +256,26 @@ def test_an_open_branch_is_critical_and_the_others_are_not_blamed() -> None:
     assert "open branch" in ci["home/D"].message and "blown fuse" in ci["home/D"].message
 
 
+def test_an_open_branch_is_reported_even_while_sharing_cannot_be_judged() -> None:
+    """C1 near full puts the sharing out of judgment; D1's open fuse is still called out."""
+    t = topo(1, 4)
+    changes = amps(-15, -15, -15, 0)
+    changes["C1"]["soc_pct"] = 97.0
+    changes["D1"]["pack_voltage_v"] = 13.40
+    ci = subjects(run_detectors(fold(t, NOW, **changes), NOW, ctx(t)), "current_imbalance")
+    assert [(s, c.gist) for s, c in ci.items()] == [("home/D", "open")]
+
+
+def test_in_a_pair_an_isolated_branch_is_measured_against_the_other() -> None:
+    t = topo(1, 2)
+    changes = amps(-12, 0)
+    changes["B1"].update(pack_voltage_v=13.31, soc_pct=85.0)  # 60 mV off the bus
+    memory = DetectorMemory()
+    run_detectors(fold(t, NOW, **changes), NOW, ctx(t, memory=memory))
+    assert memory.links["home/B"].apart
+    assert not memory.links["home/A"].apart
+
+
 def test_a_connected_branch_at_the_bus_voltage_carrying_nothing_is_not_open() -> None:
     """A branch at a lower SOC may carry nothing at a light load; it sits at the bus's voltage,
     so it is connected, not open."""
