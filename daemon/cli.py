@@ -109,10 +109,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             config, name = load_scenario(args.scenario), args.scenario
         else:
             config, name = (load_config(args.config) if args.config else demo_config()), ""
+        speed = args.speed or (config.simulation.speed if config.simulation else 1.0)
         return run_scenario_demo(
             config,
             duration_s=args.duration,
-            speed=None if args.speed == math.inf else args.speed,
+            speed=None if speed == math.inf else speed,
             json_out=args.json,
             name=name,
         )

@@ -144,3 +144,19 @@ def test_a_scenario_without_simulation_is_refused(
     )
     assert main(["demo", "--scenario", str(plain)]) == 2
     assert "needs a [simulation] section" in capsys.readouterr().err
+
+
+def test_without_speed_a_scenario_runs_at_its_own_speed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --speed: the file's [simulation] speed, like the plain demo (here 4000 bank seconds a
+    second, so 200 s of bank time take a twentieth of a second, not 200 s)."""
+    text = LINK_LOST.read_text(encoding="utf-8").replace(
+        'start_time = "10:00"', 'start_time = "10:00"\nspeed = 4000'
+    )
+    fast = tmp_path / "link_lost-fast.toml"
+    fast.write_text(text, encoding="utf-8")
+    assert main(["demo", "--scenario", str(fast), "--duration", "200", "--json"]) == 0
+    summary = lines_of(capsys.readouterr().out)[-1]
+    assert summary["speed"] == 4000
+    assert summary["simulated_s"] == 200
