@@ -106,7 +106,9 @@ class SimulatorRunner:
                     at,
                     fault.kind,
                     fault.battery,
-                    f" ({fault.protection})" if fault.kind == "cutoff" else "",
+                    f" ({fault.protection})"
+                    if fault.kind == "cutoff"
+                    else (f" ({fault.value:g})" if fault.value is not None else ""),
                 )
             applied = len(self.sim.fault_log)
             self.publish_all()
