@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -102,10 +104,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_daemon(config, json_alerts=args.json, view=args.view, extra_sinks=sinks))
 
 
+def _speed(text: str) -> float:
+    """A positive number, or "max" (as fast as the machine allows: inf)."""
+    if text.strip().lower() == "max":
+        return math.inf
+    return _positive(text)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bankwatch.daemon.demo import run_demo
+    from bankwatch.daemon.demo import run_demo, run_scenario_demo
     from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
 
+    if args.scenario or args.speed == math.inf:
+        from bankwatch.daemon.scenario import load_scenario
+
+        if args.mqtt or args.influx_url:
+            # Simulated time runs far ahead of the wall clock: points and retained state
+            # stamped with it would land in the future of the user's dashboards.
+            raise UsageError(
+                "--scenario and --speed max run on simulated time and publish nothing; "
+                "drop --mqtt/--influx-url, or use the demo at a finite --speed"
+            )
+
+        if args.scenario:
+            config, name = load_scenario(args.scenario), args.scenario
+        else:
+            config, name = (load_config(args.config) if args.config else demo_config()), ""
+        speed = args.speed or (config.simulation.speed if config.simulation else 1.0)
+        return run_scenario_demo(
+            config,
+            duration_s=args.duration,
+            speed=None if speed == math.inf else speed,
+            json_out=args.json,
+            name=name,
+        )
     config = load_config(args.config) if args.config else demo_config()
     config, mqtt_password = apply_publish_args(config, args)
     sinks = build_publish_sinks(config, mqtt_password)
@@ -244,17 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--config",
         help="a bank config; its [simulation] section, if any, sets profile and faults "
         "(default: the built-in 48 V 4S2P bank)",
     )
+    which.add_argument(
+        "--scenario",
+        help="a fault scenario (configs/scenarios/*.toml): runs for the length it declares "
+        "and checks the alerts it expects; exit code 1 if they do not come",
+    )
     p.add_argument(
         "--duration",
         type=_duration,
-        help="stop after this much bank time (90, 30m, 2h; at --speed 1 that is wall time)",
+        help="stop after this much bank time (90s, 30m, 2h, 7d; at --speed 1 that is wall time)",
     )
-    p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        help="bank seconds per real second (default 1), or max: as fast as the machine allows",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
     add_publish_arguments(p)
     p.set_defaults(func=cmd_demo)
@@ -356,6 +398,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`bankwatch demo --json | head`): not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return code
 
 

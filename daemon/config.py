@@ -10,10 +10,11 @@ Layout (see configs/ for complete examples):
     [models.NAME]          capacity_ah, nominal_voltage_v, chemistry, maker's series/parallel limits
     [links.NAME]           type = "can" (interface, channel, bitrate) or "serial" (port, baud)
     [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
-    [detect]               thresholds of the detectors
+    [detect]               thresholds of the detectors; [detect.KIND] per alert kind
     [simulation]           only read by the simulator: profile, per-battery physics, faults
     [modbus_maps.NAME]     register maps for protocol "modbus-map" (see daemon/modbus_maps.py)
     [mqtt], [influxdb]     where state and alerts are published (see publish_config)
+    [scenario]             only read by `demo --scenario` and tests: length, expected alerts
 
 Strings are series strings; all strings of a bank are connected in parallel. A parallel bank of
 four batteries is four strings of one battery each.
@@ -34,23 +35,40 @@ from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [
+    "ALERT_KINDS",
     "CELL_NOMINAL_V",
     "CHEMISTRY_FAMILY",
+    "FAULT_VALUES",
+    "AlertKind",
     "BankConfig",
     "BankSection",
     "BatteryConfig",
     "CanLinkConfig",
+    "CellImbalanceConfig",
     "Chemistry",
     "Config",
+    "CurrentImbalanceConfig",
+    "CutoffConfig",
     "DetectConfig",
+    "ExpectConfig",
     "FaultConfig",
+    "ForbidConfig",
+    "KindConfig",
     "LinkConfig",
+    "LinkLostConfig",
     "ModelConfig",
+    "PreParallelMismatchConfig",
+    "ScenarioConfig",
     "SerialLinkConfig",
+    "SeriesCurrentMismatchConfig",
+    "Severity",
     "SimBatteryConfig",
     "SimulationConfig",
+    "SocMismatchConfig",
     "SourceConfig",
     "StringConfig",
+    "TemperatureConfig",
+    "VoltageInconsistencyConfig",
     "load_config",
     "parse_config",
 ]
@@ -179,12 +197,218 @@ class BankSection(_Strict):
     source: SourceConfig | None = None
 
 
+NonNegFloat = Annotated[float, Field(ge=0)]
+Severity = Literal["info", "warning", "critical"]
+ALERT_KINDS = (
+    "cutoff",
+    "link_lost",
+    "soc_mismatch",
+    "current_imbalance",
+    "series_current_mismatch",
+    "voltage_inconsistency",
+    "cell_imbalance",
+    "temperature",
+    "pre_parallel_mismatch",
+)
+AlertKind = Literal[
+    "cutoff",
+    "link_lost",
+    "soc_mismatch",
+    "current_imbalance",
+    "series_current_mismatch",
+    "voltage_inconsistency",
+    "cell_imbalance",
+    "temperature",
+    "pre_parallel_mismatch",
+]
+
+
+class KindConfig(_Strict):
+    """What every alert kind has: it can be switched off, and its own debounce (hold this long
+    before raising) and hysteresis in time (gone this long before clearing). None: the
+    `[detect]` raise_after_s / clear_after_s."""
+
+    enabled: bool = True
+    raise_after_s: NonNegFloat | None = None
+    clear_after_s: NonNegFloat | None = None
+
+
+class CutoffConfig(KindConfig):
+    # How far back "what preceded it" looks (cell extremes, temperature, current).
+    preceded_window_s: PositiveFloat = 60.0
+
+
+class LinkLostConfig(KindConfig):
+    pass
+
+
+class SocMismatchConfig(KindConfig):
+    """SOC of batteries in one series string, and of strings in parallel, against their group's
+    median, in percentage points; and the rate the gap grows at."""
+
+    # A gap that opens every night and closes every afternoon (an aged battery) is one
+    # problem, not one a day: it clears only after a whole day closed.
+    raise_after_s: NonNegFloat | None = 600.0
+    clear_after_s: NonNegFloat | None = 86_400.0
+    warning_pct: PositiveFloat = 10.0
+    critical_pct: PositiveFloat = 25.0
+    hysteresis_pct: NonNegFloat = 2.0
+    # A gap growing this fast (points per day), and already this wide, is raised early (info),
+    # long before it reaches warning_pct.
+    drift_pct_per_day: PositiveFloat = 1.0
+    drift_min_pct: NonNegFloat = 3.0
+    # The drift rate compares the mean gap of the last window with the window before; a day
+    # cancels the daily charge cycle.
+    drift_window_s: PositiveFloat = 86_400.0
+
+
+class CurrentImbalanceConfig(KindConfig):
+    """Each parallel branch's share of the bank current against its share of the capacity."""
+
+    raise_after_s: NonNegFloat | None = 120.0
+    clear_after_s: NonNegFloat | None = 300.0
+    # Off its expected share by this much (20 = carrying 120 % or 80 % of its share).
+    share_error_pct: PositiveFloat = 20.0
+    hysteresis_pct: NonNegFloat = 5.0
+    # Only judged while the bank current is at least this (the larger of the two).
+    min_current_a: PositiveFloat = 5.0
+    min_c_rate: NonNegFloat = 0.05
+    # Only judged while every battery of the branches is between these SOCs: near full or
+    # empty the steep ends of the SOC curve, not the cabling, decide how current is shared.
+    min_soc_pct: Annotated[float, Field(ge=0, le=100)] = 20.0
+    max_soc_pct: Annotated[float, Field(ge=0, le=100)] = 90.0
+    # A branch whose SOC is this far from the others' median is not judged: the SOC gap, not
+    # the cabling, explains its share (soc_mismatch speaks for it).
+    max_soc_gap_pct: PositiveFloat = 8.0
+    # A branch below this while its siblings carry the load, its voltage off the bus's (see
+    # pre_parallel_mismatch.detach_pct) and its BMS switches closed, is an open branch.
+    open_branch_a: PositiveFloat = 0.5
+
+
+class SeriesCurrentMismatchConfig(KindConfig):
+    """Batteries of one series string must report one current, within sensor tolerance."""
+
+    raise_after_s: NonNegFloat | None = 120.0
+    clear_after_s: NonNegFloat | None = 300.0
+    tolerance_a: PositiveFloat = 2.0
+    tolerance_pct: NonNegFloat = 5.0
+
+
+class VoltageInconsistencyConfig(KindConfig):
+    """Voltages and currents that break the wiring's physics."""
+
+    raise_after_s: NonNegFloat | None = 120.0
+    clear_after_s: NonNegFloat | None = 300.0
+    # Strings in parallel, and a string against the bank meter: % of the string's nominal.
+    parallel_tolerance_pct: PositiveFloat = 2.0
+    # The bank meter's current against the sum of the branch currents.
+    current_tolerance_a: PositiveFloat = 3.0
+    current_tolerance_pct: NonNegFloat = 5.0
+
+
+class CellImbalanceConfig(KindConfig):
+    """Spread between the highest and lowest cell of one battery, in volts."""
+
+    # Cells drift apart at the ends of the SOC curve and look fine in the middle: it clears
+    # only after a whole day without.
+    raise_after_s: NonNegFloat | None = 300.0
+    clear_after_s: NonNegFloat | None = 86_400.0
+    warning_v: PositiveFloat = 0.20
+    critical_v: PositiveFloat = 0.40
+    hysteresis_v: NonNegFloat = 0.03
+
+
+class TemperatureConfig(KindConfig):
+    """The hottest sensor of a battery against limits and against its siblings."""
+
+    raise_after_s: NonNegFloat | None = 120.0
+    clear_after_s: NonNegFloat | None = 600.0
+    high_warning_c: float = 45.0
+    high_critical_c: float = 55.0
+    low_warning_c: float = 0.0
+    low_critical_c: float = -10.0
+    # Warmer than the median of the bank's other batteries by this much.
+    sibling_delta_c: PositiveFloat = 8.0
+    hysteresis_c: NonNegFloat = 2.0
+
+
+class PreParallelMismatchConfig(KindConfig):
+    """A branch apart from its parallel group (not conducting) at a voltage or SOC far from the
+    group's, and the moment it joins."""
+
+    raise_after_s: NonNegFloat | None = 0.0
+    clear_after_s: NonNegFloat | None = 60.0
+    # % of the branch's nominal voltage, and SOC points, from the connected branches' median.
+    voltage_pct: PositiveFloat = 2.0
+    soc_pct: PositiveFloat = 15.0
+    # A branch carrying less than this while its siblings carry current, with its voltage this
+    # far (% of its nominal) from theirs, is apart from the group: not conducting. (A connected
+    # branch at a lower SOC may carry nothing at a light load too, but it sits at the bus's
+    # voltage.) A BMS with both switches open also puts its branch apart.
+    idle_a: PositiveFloat = 1.0
+    detach_pct: PositiveFloat = 0.25
+    # The voltage gap is judged only while the connected branches carry less than this C-rate:
+    # under load their voltage sags below their rest voltage and says nothing about inrush.
+    rest_c_rate: PositiveFloat = 0.05
+    # How long after joining the inrush and the equalising current are reported.
+    join_window_s: PositiveFloat = 600.0
+
+
 class DetectConfig(_Strict):
     # Default for batteries that do not set stale_after_s.
     link_lost_after_s: PositiveFloat = 10.0
     # A condition must hold this long before an alert is raised, and be gone this long to clear.
     raise_after_s: Annotated[float, Field(ge=0)] = 0.0
     clear_after_s: Annotated[float, Field(ge=0)] = 5.0
+    # Where `bankwatch run` keeps its active alerts across restarts. None: $STATE_DIRECTORY
+    # (systemd's StateDirectory=), else ~/.local/state/bankwatch.
+    state_dir: str | None = None
+    # One table per alert kind: thresholds, debounce, hysteresis.
+    cutoff: CutoffConfig = Field(default_factory=CutoffConfig)
+    link_lost: LinkLostConfig = Field(default_factory=LinkLostConfig)
+    soc_mismatch: SocMismatchConfig = Field(default_factory=SocMismatchConfig)
+    current_imbalance: CurrentImbalanceConfig = Field(default_factory=CurrentImbalanceConfig)
+    series_current_mismatch: SeriesCurrentMismatchConfig = Field(
+        default_factory=SeriesCurrentMismatchConfig
+    )
+    voltage_inconsistency: VoltageInconsistencyConfig = Field(
+        default_factory=VoltageInconsistencyConfig
+    )
+    cell_imbalance: CellImbalanceConfig = Field(default_factory=CellImbalanceConfig)
+    temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
+    pre_parallel_mismatch: PreParallelMismatchConfig = Field(
+        default_factory=PreParallelMismatchConfig
+    )
+
+    def kind(self, name: str) -> KindConfig:
+        value = getattr(self, name)
+        assert isinstance(value, KindConfig)
+        return value
+
+    def debounce(self, name: str) -> tuple[float, float]:
+        """(raise_after_s, clear_after_s) of an alert kind."""
+        k = self.kind(name)
+        return (
+            self.raise_after_s if k.raise_after_s is None else k.raise_after_s,
+            self.clear_after_s if k.clear_after_s is None else k.clear_after_s,
+        )
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> DetectConfig:
+        pairs = [
+            ("soc_mismatch", self.soc_mismatch.warning_pct, self.soc_mismatch.critical_pct),
+            ("cell_imbalance", self.cell_imbalance.warning_v, self.cell_imbalance.critical_v),
+            (
+                "temperature.high",
+                self.temperature.high_warning_c,
+                self.temperature.high_critical_c,
+            ),
+            ("temperature.low", -self.temperature.low_warning_c, -self.temperature.low_critical_c),
+        ]
+        for what, warn, crit in pairs:
+            if crit < warn:
+                raise ValueError(f"{what}: the critical threshold comes before the warning one")
+        return self
 
 
 class SimBatteryConfig(_Strict):
@@ -193,6 +417,21 @@ class SimBatteryConfig(_Strict):
     internal_resistance_ohm: PositiveFloat | None = None
     cable_resistance_ohm: Annotated[float, Field(ge=0)] | None = None
     temperature_c: float | None = None
+    # The battery as really built, when it differs from its model (a 24 V battery where the
+    # config says 12 V).
+    cell_count: Annotated[int, Field(ge=1, le=64)] | None = None
+
+
+# Fault kinds that need a `value`, and what it means.
+FAULT_VALUES: dict[str, str] = {
+    "capacity_fade": "capacity factor, 0.8 = 80 % of the rating left",
+    "cable_resistance": "the battery's cable resistance in ohms",
+    "cell_drift": "one cell's SOC offset in percentage points (negative: a weak cell)",
+    "heating": "kelvin the battery's surroundings are above the bank's ambient",
+    "leak": "amps drawn from this battery alone",
+    "current_sensor_offset": "amps the BMS's current reading is off by",
+    "voltage_sensor_offset": "volts the BMS's pack voltage reading is off by",
+}
 
 
 class FaultConfig(_Strict):
@@ -200,9 +439,27 @@ class FaultConfig(_Strict):
     # The battery of a cutoff, silent or recover fault.
     battery: str = ""
     # cutoff: the BMS trips (protection names the cause); silent: the battery stops talking;
-    # recover: undo both. unplug: a serial link's adapter vanishes (its port closes and its path
-    # goes away); replug: it comes back, under the same path.
-    kind: Literal["cutoff", "silent", "recover", "unplug", "replug"]
+    # recover: undo both. disconnect / connect: the branch's isolator opens / closes (the BMS
+    # keeps talking). unplug: a serial link's adapter vanishes (its port closes and its path
+    # goes away); replug: it comes back, under the same path. The rest change the battery by
+    # `value` (see FAULT_VALUES).
+    kind: Literal[
+        "cutoff",
+        "silent",
+        "recover",
+        "disconnect",
+        "connect",
+        "unplug",
+        "replug",
+        "capacity_fade",
+        "cable_resistance",
+        "cell_drift",
+        "heating",
+        "leak",
+        "current_sensor_offset",
+        "voltage_sensor_offset",
+    ]
+    value: float | None = None
     # The serial link of an unplug or replug fault.
     link: str | None = None
     protection: Literal[
@@ -225,6 +482,23 @@ class FaultConfig(_Strict):
             raise ValueError(f"a {self.kind} fault needs battery")
         return self
 
+    @model_validator(mode="after")
+    def _value_fits_kind(self) -> FaultConfig:
+        meaning = FAULT_VALUES.get(self.kind)
+        if meaning is None:
+            if self.value is not None:
+                raise ValueError(f"fault kind {self.kind!r} takes no value")
+            return self
+        if self.value is None:
+            raise ValueError(f"fault kind {self.kind!r} needs a value: {meaning}")
+        if self.kind == "capacity_fade" and not 0 < self.value <= 1.5:
+            raise ValueError("capacity_fade value must be within (0, 1.5]")
+        if self.kind == "cable_resistance" and self.value < 0:
+            raise ValueError("cable_resistance value must be >= 0")
+        if self.kind == "cell_drift" and not -50 <= self.value <= 50:
+            raise ValueError("cell_drift value must be within -50..50 points")
+        return self
+
 
 class SimulationConfig(_Strict):
     profile: Literal["solar-day", "constant"] = "solar-day"
@@ -236,8 +510,42 @@ class SimulationConfig(_Strict):
     step_s: PositiveFloat = 1.0
     seed: int = 0
     initial_soc_pct: Annotated[float, Field(ge=0, le=100)] = 70.0
+    # The air the batteries cool toward (and start at, unless a battery says otherwise).
+    ambient_c: Annotated[float, Field(ge=-40, le=70)] = 25.0
     batteries: dict[str, SimBatteryConfig] = Field(default_factory=dict)
     faults: list[FaultConfig] = Field(default_factory=list)
+
+
+class ExpectConfig(_Strict):
+    """An alert a scenario must raise: of this kind, on this subject (a path: bank,
+    bank/string or bank/string/battery; any subject when left out), within this many simulated
+    seconds from the start (by the end when left out), at least this severe."""
+
+    kind: AlertKind
+    subject: str | None = None
+    within_s: PositiveFloat | None = None
+    severity: Severity = "info"
+
+
+class ForbidConfig(_Strict):
+    """Alerts a scenario must not raise: those matching every field given (a kind, a subject,
+    at least a severity); `{ severity = "warning" }` alone forbids every warning and critical."""
+
+    kind: AlertKind | None = None
+    subject: str | None = None
+    severity: Severity = "info"
+
+
+class ScenarioConfig(_Strict):
+    """A fault scenario: a bank with [simulation], run for `duration_s` with the monitor
+    sampling every `tick_s`, and what it must and must not raise. Read by `bankwatch demo
+    --scenario` and the scenario tests; `bankwatch run` ignores it."""
+
+    description: str = ""
+    duration_s: PositiveFloat
+    tick_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    expect: list[ExpectConfig] = Field(default_factory=list)
+    forbid: list[ForbidConfig] = Field(default_factory=list)
 
 
 class Config(_Strict):
@@ -251,6 +559,7 @@ class Config(_Strict):
     modbus_maps: dict[Name, ModbusMapConfig] = Field(default_factory=dict)
     mqtt: MqttConfig | None = None
     influxdb: InfluxConfig | None = None
+    scenario: ScenarioConfig | None = None
 
     def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
         return [(s, b) for s in self.strings for b in s.batteries]
@@ -424,6 +733,27 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str | None]]:
             problems.append(
                 (f"simulation.batteries.{name}: no battery named {name!r} in the bank", name)
             )
+    bank_name = _table(data.get("bank")).get("name")
+    scenario = _table(data.get("scenario"))
+    if isinstance(bank_name, str) and scenario:
+        paths = {bank_name}
+        for string in _array(data.get("strings")):
+            string = _table(string)
+            sname = string.get("name")
+            paths.add(f"{bank_name}/{sname}")
+            for battery in _array(string.get("batteries")):
+                paths.add(f"{bank_name}/{sname}/{_table(battery).get('name')}")
+        for section in ("expect", "forbid"):
+            for i, entry in enumerate(_array(scenario.get(section))):
+                subject = _table(entry).get("subject")
+                if isinstance(subject, str) and subject not in paths:
+                    problems.append(
+                        (
+                            f"scenario.{section}[{i}].subject: no bank, string or battery at "
+                            f"{subject!r} (paths look like {bank_name}/STRING/BATTERY)",
+                            None,
+                        )
+                    )
     for fi, fault in enumerate(_array(simulation.get("faults"))):
         link_name = _table(fault).get("link")
         if isinstance(link_name, str) and _table(links.get(link_name)).get("type") != "serial":

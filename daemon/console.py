@@ -21,7 +21,7 @@ from bankwatch.daemon.topology import BankState, BatteryState
 if TYPE_CHECKING:
     from bankwatch.daemon.service import Monitor
 
-__all__ = ["WIDTH", "ConsoleView", "render"]
+__all__ = ["WIDTH", "ConsoleView", "fmt_duration", "render"]
 
 WIDTH = 100
 # The numbers and the state word take 48 columns; the name gets the rest.
@@ -107,7 +107,7 @@ def render(
         "",
         f"{'':{width}}{'voltage':>9} {'current':>9} {'SOC':>7} {'temp':>8}  state",
         f"{_columns(bank_label, width, state.voltage_v, state.current_a, state.soc_pct, None)}"
-        f"  {power}, {energy} left",
+        f"  {power}, {energy} left{_runtime(state)}",
     ]
     for s in state.strings:
         lines.append(
@@ -118,10 +118,14 @@ def render(
             lines.append(_battery_line(b, width))
     down = [f"{n} {st}" for n, st in links if st != "up"]
     lines.append("")
-    lines.append(
-        f"links: {len(links) - len(down)}/{len(links)} up"
-        + (f" ({', '.join(down)})" if down else "")
-    )
+    if links:
+        lines.append(
+            f"links: {len(links) - len(down)}/{len(links)} up"
+            + (f" ({', '.join(down)})" if down else "")
+        )
+    else:
+        # The scenario runner feeds readings straight in; a bank without sources opens none.
+        lines.append("links: none open")
     if alerts:
         lines.append(f"active alerts ({len(alerts)}):")
         for a in alerts:
@@ -129,6 +133,27 @@ def render(
     else:
         lines.append("no active alerts")
     return [_clip(line) for line in lines]
+
+
+def fmt_duration(seconds: float) -> str:
+    """ "45m", "5h10m", "3d4h": short enough for the bank's row."""
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
+
+
+def _runtime(state: BankState) -> str:
+    """At the present current: when the bank is empty, or full."""
+    if state.time_to_empty_s is not None:
+        return f", empty in {fmt_duration(state.time_to_empty_s)}"
+    if state.time_to_full_s is not None:
+        return f", full in {fmt_duration(state.time_to_full_s)}"
+    return ""
 
 
 def _clip(line: str) -> str:

@@ -3,6 +3,11 @@
 The simulator and the daemon share one scaled clock and talk over python-can's in-process
 virtual bus, through the same codecs, links and detectors as on a real bank: only the wire is
 simulated. Every CAN link of the config is turned into a virtual channel of its own.
+
+With `--scenario FILE` or `--speed max` there is no bus: the simulator and the monitor are
+stepped together on a manual clock and each battery's reading goes straight into the monitor
+(`scenario.py`), so a week of bank life runs in seconds and the monitor sees everything the
+BMS knows, cell voltages included (over Pylontech CAN it would not).
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ import contextlib
 import json
 import logging
 import shutil
+import signal
 import sys
 import tempfile
+import textwrap
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +29,15 @@ from typing import TextIO
 
 from bankwatch.daemon.clock import ScaledClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
-from bankwatch.daemon.console import ConsoleView, status_line
+from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
 from bankwatch.daemon.detectors import AlertEvent
+from bankwatch.daemon.errors import UsageError
+from bankwatch.daemon.scenario import ScenarioRun
 from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_signals
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.simulator.serve import SimulatorRunner
 
-__all__ = ["run_demo", "virtualize", "virtualize_serial"]
+__all__ = ["run_demo", "run_scenario_demo", "virtualize", "virtualize_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +176,137 @@ def _bank_time(runner: SimulatorRunner, speed: float) -> str:
 async def _wait_or_stop(stop: asyncio.Event, duration_s: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration_s)
+
+
+# --- scenarios and --speed max: the simulator's readings straight into the monitor -------------
+
+
+class _ScenarioJson:
+    """Alert events as JSON lines, with the simulated time they happened at."""
+
+    def __init__(self, out: TextIO, start: float) -> None:
+        self.out = out
+        self.start = start
+
+    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
+        for ev in events:
+            wall = monitor.clock.wall() - (monitor.clock.monotonic() - ev.at)
+            line = ev.to_json(round(wall, 3))
+            line["elapsed_s"] = round(ev.at - self.start, 1)
+            self.out.write(json.dumps(line) + "\n")
+        if events:
+            self.out.flush()
+
+
+def run_scenario_demo(
+    config: Config,
+    *,
+    duration_s: float | None = None,
+    speed: float | None = None,
+    json_out: bool = False,
+    out: TextIO | None = None,
+    name: str = "",
+) -> int:
+    """`bankwatch demo --scenario FILE` and `demo --speed max`: the simulator and the monitor
+    stepped together on a manual clock (scenario.py). `speed` None is as fast as the machine
+    allows; a number paces the ticks in real time. Returns 1 when the scenario's expectations
+    were not met (an alert it must raise missed, or one it must not raise raised), else 0."""
+    out = out or sys.stdout
+    scenario = config.scenario
+    if duration_s is None:
+        if scenario is None:
+            raise UsageError(
+                "--speed max needs --duration (or a scenario file that declares its length)"
+            )
+        duration_s = scenario.duration_s
+    run = ScenarioRun(config)
+    start = run.clock.monotonic()
+    sinks: list[Sink] = []
+    if json_out:
+        sinks.append(_ScenarioJson(out, start))
+    else:
+        # At full speed a status line per simulated hour; paced, the demo's usual view.
+        view = ConsoleView(
+            out,
+            live=False if speed is None else None,
+            every_s=3600.0 if speed is None else 10.0,
+            clock_text=lambda: _sim_time(run.sim.time_of_day_s, speed),
+        )
+        view.capture_logs()
+        sinks.append(view)
+    run.monitor.sinks.extend(sinks)
+
+    stopping = False
+
+    def stop_now(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    pace = None if speed is None else (lambda tick_s: time.sleep(tick_s / speed))
+    try:
+        result = run.run(duration_s, stop=lambda: stopping, pace=pace)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    state = result.state
+    summary: dict[str, object] = {
+        "type": "summary",
+        "bank": config.bank.name,
+        "scenario": name or None,
+        "description": None if scenario is None else scenario.description,
+        "simulated_s": round(result.simulated_s, 1),
+        "speed": "max" if speed is None else speed,
+        "ticks": result.ticks,
+        "wall_s": round(result.wall_s, 2),
+        "alerts_raised": dict(result.raised()),
+        "active_alerts": [a.id for a in run.monitor.tracker.sorted_active()],
+        "soc_pct": None if state is None or state.soc_pct is None else round(state.soc_pct, 1),
+        "metrics": None if state is None else state.metrics()[config.bank.name],
+        "expectations": [e.to_json() for e in result.expectations],
+        "forbidden_raised": [
+            {
+                "id": t.event.alert.id,
+                "severity": t.event.alert.severity,
+                "elapsed_s": round(t.elapsed_s, 1),
+            }
+            for t in result.forbidden
+        ],
+        "passed": result.passed,
+    }
+    if json_out:
+        out.write(json.dumps(summary) + "\n")
+    else:
+        out.write("\n")
+        if state is not None:
+            out.write(f"summary: {status_line(state, run.monitor)}\n")
+        raised = ", ".join(f"{k} ×{n}" for k, n in result.raised().items()) or "none"
+        lines = [
+            f"summary: {result.simulated_s:.0f} s of bank time in {result.wall_s:.1f} s, "
+            f"{result.ticks} ticks, alerts raised: {raised}"
+        ]
+        for e in result.expectations:
+            x = e.expect
+            where = f" on {x.subject}" if x.subject else ""
+            when = f" at {e.at_s:.0f} s" if e.at_s is not None else ""
+            lines.append(
+                f"expect {x.kind}{where} ({x.severity} or worse) within {e.deadline_s:.0f} s: "
+                f"{e.verdict}{when}"
+            )
+        for t in result.forbidden:
+            a = t.event.alert
+            lines.append(f"must not raise: {a.severity} {a.id} at {t.elapsed_s:.0f} s")
+        for line in lines:
+            out.write("\n".join(textwrap.wrap(line, WIDTH, subsequent_indent="    ")) + "\n")
+        if scenario is not None and (scenario.expect or scenario.forbid):
+            out.write(f"scenario {'passed' if result.passed else 'FAILED'}\n")
+    out.flush()
+    return 0 if result.passed else 1
+
+
+def _sim_time(time_of_day_s: float, speed: float | None) -> str:
+    t = int(time_of_day_s)
+    day, rest = divmod(t, 86400)
+    pace = "max" if speed is None else f"{speed:g}"
+    return f"day {day + 1} {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d} ×{pace}"

@@ -1,83 +1,72 @@
-"""Detectors: pure functions of the bank state and the time, and the alert lifecycle.
+"""Detectors: pure functions of the bank state and the time, and the suite that runs them.
 
 A detector looks at a BankState and returns the Conditions that hold now (kind, subject,
-severity, message, evidence). The AlertTracker turns conditions over time into AlertEvents:
-`raised` when a condition has held for `raise_after_s`, `updated` when its severity or message
-changes, `cleared` when it has been gone for `clear_after_s` (so a value hovering at a threshold
-does not flap). No sleeping, no I/O, no clock reads: time is an argument.
+severity, message, evidence). The AlertTracker (`alerts.py`) turns conditions over time into
+AlertEvents, with debounce and hysteresis per kind. No sleeping, no I/O, no clock reads: time
+is an argument, and what a detector remembers between ticks lives in the `DetectorMemory` of the
+`DetectContext` it is given (`history.py`), never in a global.
 
-This is the start of the suite: a BMS cutoff and a lost link. The rest (SOC mismatch, current
-imbalance, ...) plug in as more functions in DETECTORS.
+Here: `cutoff` (a BMS opened a switch, with what preceded it and what it means for the bank),
+`link_lost`, `cell_imbalance` and `temperature`, the registry `DETECTORS` and `BankAnalyzer`,
+which folds readings, runs the suite and tracks the alerts. The detectors that compare
+batteries by the wiring are in `detectors_wiring.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
+from bankwatch.daemon.alerts import (
+    RANK,
+    Alert,
+    AlertEvent,
+    AlertTracker,
+    Condition,
+    Evidence,
+    Severity,
+    level,
+    merge_conditions,
+)
+from bankwatch.daemon.config import ALERT_KINDS, DetectConfig
+from bankwatch.daemon.detectors_wiring import (
+    detect_current_imbalance,
+    detect_pre_parallel_mismatch,
+    detect_series_current_mismatch,
+    detect_soc_mismatch,
+    detect_voltage_inconsistency,
+)
+from bankwatch.daemon.history import (
+    DetectContext,
+    DetectorMemory,
+    Preceded,
+    group_refs,
+)
 from bankwatch.daemon.model import Reading, flag_names
-from bankwatch.daemon.topology import BankState, BatteryState, StringState
+from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
 
 __all__ = [
     "DETECTORS",
     "Alert",
     "AlertEvent",
     "AlertTracker",
+    "BankAnalyzer",
     "Condition",
+    "DetectContext",
+    "Detector",
+    "DetectorMemory",
     "Severity",
+    "detect_cell_imbalance",
+    "detect_current_imbalance",
     "detect_cutoff",
     "detect_link_lost",
+    "detect_pre_parallel_mismatch",
+    "detect_series_current_mismatch",
+    "detect_soc_mismatch",
+    "detect_temperature",
+    "detect_voltage_inconsistency",
+    "run_detectors",
 ]
-
-Severity = Literal["info", "warning", "critical"]
-Evidence = Mapping[str, float | int | str | bool | list[str] | None]
-_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    kind: str
-    subject: str  # bank/string/battery path
-    severity: Severity
-    message: str
-    evidence: Evidence = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:{self.subject}"
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    id: str  # stable: kind and subject, so a restart or an update keeps it
-    kind: str
-    subject: str
-    severity: Severity
-    message: str
-    evidence: Evidence
-    raised_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    event: Literal["raised", "updated", "cleared"]
-    alert: Alert
-    at: float
-
-    def to_json(self, wall_time: float | None = None) -> dict[str, object]:
-        a = self.alert
-        return {
-            "type": "alert",
-            "event": self.event,
-            "id": a.id,
-            "kind": a.kind,
-            "severity": a.severity,
-            "subject": a.subject,
-            "time": wall_time if wall_time is not None else self.at,
-            "message": a.message,
-            "evidence": dict(a.evidence),
-        }
 
 
 def _battery_evidence(b: BatteryState) -> dict[str, float | int | str | bool | list[str] | None]:
@@ -100,6 +89,8 @@ def _battery_evidence(b: BatteryState) -> dict[str, float | int | str | bool | l
 
 def _cutoff_state(r: Reading) -> tuple[list[str], list[str]] | None:
     """(switches open, protections) when the BMS has cut off, else None."""
+    if r.charge_enabled is not False and r.discharge_enabled is not False and not r.protections:
+        return None
     opened = []
     if r.charge_enabled is False:
         opened.append("charge")
@@ -111,19 +102,28 @@ def _cutoff_state(r: Reading) -> tuple[list[str], list[str]] | None:
     return opened, causes
 
 
+def _blocks(b: BatteryState, opened: list[str]) -> bool:
+    r = b.reading
+    if r is None:
+        return False
+    return ("charge" in opened and r.charge_enabled is False) or (
+        "discharge" in opened and r.discharge_enabled is False
+    )
+
+
 def _impact(state: BankState, string: StringState, opened: list[str]) -> str:
     """What the cutoff means for the bank, in words.
 
     A series string is only as open as its most-open battery; in a parallel bank a lone
     battery's branch goes with it. Only the direction that is blocked is lost: a string whose
-    discharge switch is open still takes charge (through the switch's body diode).
+    discharge switch is open still takes charge (through the switch's body diode). What is left
+    is counted over every string, so a second cutoff elsewhere shows in the figures.
     """
     if not opened:
         # A protection flag with both switches closed: current still flows, nothing is lost yet.
         return "its switches are still closed"
     n = len(state.strings)
     cap_total = sum(s.node.capacity_ah for s in state.strings)
-    cap_left = cap_total - string.node.capacity_ah
     part = f"string {string.name}" if len(string.batteries) > 1 else f"branch {string.name}"
     if n == 1:
         if len(opened) == 2:
@@ -131,21 +131,87 @@ def _impact(state: BankState, string: StringState, opened: list[str]) -> str:
         if "discharge" in opened:
             return "the bank's only string cannot discharge: no power for the loads"
         return "the bank's only string cannot take charge"
-    rest = f"{n - 1} of {n} strings, {cap_left:g} of {cap_total:g} Ah"
+    ok = [
+        s
+        for s in state.strings
+        if s is not string and not any(_blocks(b, opened) for b in s.batteries)
+    ]
+    cap_left = sum(s.node.capacity_ah for s in ok)
+    rest = f"{len(ok)} of {n} strings, {cap_left:g} of {cap_total:g} Ah"
     if len(opened) == 2:
         gone = "down" if len(string.batteries) > 1 else "lost"
+        if not ok:
+            return f"{part} is {gone} and so is every other string: no power in or out"
         return f"{part} is {gone}: the bank runs on {rest}"
     if "discharge" in opened:
+        if not ok:
+            return f"{part} cannot discharge and no other string can: no power for the loads"
         return f"{part} cannot discharge: loads run on {rest}"
+    if not ok:
+        return f"{part} cannot take charge and no other string can: the bank takes no charge"
     return f"{part} cannot take charge: charging goes to {rest}"
 
 
-def detect_cutoff(state: BankState, now: float) -> list[Condition]:
-    """A BMS opened a switch or reports a protection.
+# Per cell: at or below the first the cells were low, at or above the second high, when a BMS
+# cuts off without saying why.
+_CELL_LIMITS: dict[str, tuple[float, float]] = {
+    "lifepo4": (2.8, 3.6),
+    "nmc": (3.0, 4.2),
+    "lto": (1.8, 2.8),
+}
+
+
+def _preceded_text(p: Preceded) -> str:
+    parts = []
+    if p.cell_min_v is not None and p.cell_max_v is not None:
+        parts.append(f"cells {p.cell_min_v:.3f}-{p.cell_max_v:.3f} V")
+    if p.temperature_max_c is not None:
+        parts.append(f"up to {p.temperature_max_c:.1f} °C")
+    if p.current_min_a is not None and p.current_max_a is not None:
+        if abs(p.current_max_a - p.current_min_a) < 0.05:
+            parts.append(f"{p.current_min_a:+.1f} A")
+        else:
+            parts.append(f"{p.current_min_a:+.1f} to {p.current_max_a:+.1f} A")
+    if p.soc_pct is not None:
+        parts.append(f"SOC {p.soc_pct:.0f} %")
+    if not parts:
+        return ""
+    when = "in the minute before" if p.window_s == 60 else f"in the {p.window_s:g} s before"
+    return f"{when}: {', '.join(parts)}"
+
+
+def _likely_cause(p: Preceded, b: BatteryState) -> str | None:
+    """What the minute before points to, when the BMS reports no cause."""
+    m = b.node.model
+    low, high = _CELL_LIMITS.get(m.chemistry, (None, None))
+    if low is not None and p.cell_min_v is not None and p.cell_min_v <= low:
+        return "cell under-voltage"
+    if high is not None and p.cell_max_v is not None and p.cell_max_v >= high:
+        return "cell over-voltage"
+    if p.temperature_max_c is not None and p.temperature_max_c >= 50:
+        return "over-temperature"
+    if p.temperature_max_c is not None and p.temperature_max_c <= 0:
+        return "under-temperature"
+    worst = max(abs(p.current_min_a or 0.0), abs(p.current_max_a or 0.0))
+    if worst >= m.capacity_ah:
+        return "over-current"
+    return None
+
+
+def detect_cutoff(
+    state: BankState, now: float, ctx: DetectContext | None = None
+) -> list[Condition]:
+    """A BMS opened a switch or reports a protection: which battery, the cause, what preceded
+    it (cell extremes, temperature and current in the minute before, from the memory's recent
+    readings; summed up once, when the cutoff first shows, so the message stays the same
+    while it lasts) and what it means for the bank.
 
     Uses each battery's last reading even when stale: losing contact does not end a cutoff, it
     only stops us learning that it ended.
     """
+    ctx = ctx or DetectContext()
+    window = ctx.config.cutoff.preceded_window_s
+    memory = ctx.memory
     out: list[Condition] = []
     for string in state.strings:
         for b in string.batteries:
@@ -154,8 +220,12 @@ def detect_cutoff(state: BankState, now: float) -> list[Condition]:
                 continue
             cut = _cutoff_state(r)
             if cut is None:
+                memory.preceded.pop(b.path, None)
                 continue
             opened, causes = cut
+            pre = memory.preceded.get(b.path)
+            if pre is None:
+                pre = memory.preceded[b.path] = memory.preceding(b.path, r.at, window)
             severity: Severity = "critical" if "discharge" in opened else "warning"
             switch = (
                 f"opened its {' and '.join(opened)} switch{'es' if len(opened) > 1 else ''}"
@@ -163,8 +233,25 @@ def detect_cutoff(state: BankState, now: float) -> list[Condition]:
                 else "reports protection"
             )
             cause = f" ({', '.join(causes)})" if causes else ""
+            likely = None if causes else _likely_cause(pre, b)
+            if likely is not None:
+                cause = f" (no cause reported; the minute before points to {likely})"
             message = f"{b.name}: BMS {switch}{cause}; {_impact(state, string, opened)}"
-            out.append(Condition("cutoff", b.path, severity, message, _battery_evidence(b)))
+            before = _preceded_text(pre)
+            if before:
+                message += f"; {before}"
+            evidence = _battery_evidence(b)
+            evidence.update(
+                {
+                    "before_cell_min_v": pre.cell_min_v,
+                    "before_cell_max_v": pre.cell_max_v,
+                    "before_temperature_max_c": pre.temperature_max_c,
+                    "before_current_min_a": pre.current_min_a,
+                    "before_current_max_a": pre.current_max_a,
+                    "before_soc_pct": pre.soc_pct,
+                }
+            )
+            out.append(Condition("cutoff", b.path, severity, message, evidence))
     br = state.bank_reading
     if br is not None:
         cut = _cutoff_state(br)
@@ -225,70 +312,225 @@ def detect_link_lost(state: BankState, now: float, started_at: float = 0.0) -> l
     return out
 
 
-Detector = Callable[[BankState, float], list[Condition]]
-DETECTORS: tuple[Detector, ...] = (detect_cutoff,)
+# --- cell_imbalance and temperature -----------------------------------------------------------
 
 
-def _alert(cond: Condition, raised_at: float) -> Alert:
-    return Alert(
-        id=cond.key,
-        kind=cond.kind,
-        subject=cond.subject,
-        severity=cond.severity,
-        message=cond.message,
-        evidence=cond.evidence,
-        raised_at=raised_at,
-    )
+def detect_cell_imbalance(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
+    """The spread between a battery's highest and lowest cell (from every cell voltage, or
+    the extremes a protocol sends)."""
+    cfg = ctx.config.cell_imbalance
+    out: list[Condition] = []
+    for b in state.batteries():
+        r = b.reading
+        if not b.live or r is None:
+            continue
+        lo, hi = r.min_cell_v, r.max_cell_v
+        if lo is None or hi is None:
+            continue
+        spread = hi - lo
+        key = f"cell_imbalance:{b.path}"
+        severity = level(
+            spread, cfg.warning_v, cfg.critical_v, cfg.hysteresis_v, ctx.latched.get(key)
+        )
+        if severity is None:
+            continue
+        which = f"lowest {lo:.3f} V, highest {hi:.3f} V"
+        cells = r.cell_voltages_v
+        if cells:
+            i_lo = cells.index(min(cells)) + 1
+            i_hi = cells.index(max(cells)) + 1
+            which = f"cell {i_lo} lowest at {lo:.3f} V, cell {i_hi} highest at {hi:.3f} V"
+        at = "" if r.soc_pct is None else f" at {r.soc_pct:.0f} % SOC"
+        message = (
+            f"{b.name}: its cells are {spread * 1000:.0f} mV apart{at} ({which}): a weak or "
+            f"unbalanced cell reaches its limit first and cuts the battery off early; a long "
+            f"balancing charge may help, a cell that keeps drifting is failing"
+        )
+        out.append(
+            Condition(
+                "cell_imbalance",
+                b.path,
+                severity,
+                message,
+                {
+                    "cell_spread_v": round(spread, 4),
+                    "cell_min_v": lo,
+                    "cell_max_v": hi,
+                    "soc_pct": r.soc_pct,
+                    "current_a": r.current_a,
+                },
+                "cells apart",
+            )
+        )
+    return out
 
 
-@dataclass(slots=True)
-class _Pending:
-    first_seen: float
-    condition: Condition
+_LITHIUM = frozenset({"lifepo4", "nmc", "lto"})
 
 
-class AlertTracker:
-    """Conditions over time → alert events, with debounce (raise) and hysteresis (clear)."""
+def _coldest(r: Reading) -> float | None:
+    if r.temperatures_c:
+        return min(r.temperatures_c)
+    if r.cell_temperature_min_c is not None:
+        return r.cell_temperature_min_c
+    return r.temperature_c
 
-    def __init__(self, raise_after_s: float = 0.0, clear_after_s: float = 5.0) -> None:
-        self.raise_after_s = raise_after_s
-        self.clear_after_s = clear_after_s
-        self.active: dict[str, Alert] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._missing_since: dict[str, float] = {}
 
-    def update(self, conditions: list[Condition], now: float) -> list[AlertEvent]:
-        events: list[AlertEvent] = []
-        present = {c.key: c for c in conditions}
-        for key, cond in present.items():
-            self._missing_since.pop(key, None)
-            alert = self.active.get(key)
-            if alert is None:
-                pending = self._pending.setdefault(key, _Pending(now, cond))
-                pending.condition = cond
-                if now - pending.first_seen >= self.raise_after_s:
-                    del self._pending[key]
-                    alert = _alert(cond, raised_at=now)
-                    self.active[key] = alert
-                    events.append(AlertEvent("raised", alert, now))
-            elif alert.severity != cond.severity or alert.message != cond.message:
-                # Evidence values move every tick; only a change a person would care about
-                # (severity, or what the message says) is an update.
-                alert = _alert(cond, raised_at=alert.raised_at)
-                self.active[key] = alert
-                events.append(AlertEvent("updated", alert, now))
-        for key in list(self._pending):
-            if key not in present:
-                del self._pending[key]
-        for key, alert in list(self.active.items()):
-            if key in present:
-                continue
-            since = self._missing_since.setdefault(key, now)
-            if now - since >= self.clear_after_s:
-                del self.active[key]
-                del self._missing_since[key]
-                events.append(AlertEvent("cleared", alert, now))
-        return events
+def detect_temperature(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
+    """Over and under temperature against limits, and a battery much warmer than the bank's
+    others (against the bank's median; in a pair, the warmer one is named).
 
-    def sorted_active(self) -> list[Alert]:
-        return sorted(self.active.values(), key=lambda a: (-_RANK[a.severity], a.subject))
+    The three checks share one alert per battery; each keeps its own hysteresis through the
+    memory of which checks were on, so one check's latch never lends another its lower
+    threshold.
+    """
+    cfg = ctx.config.temperature
+    hyst = cfg.hysteresis_c
+    live: list[tuple[BatteryState, float, float]] = []
+    for b in state.batteries():
+        r = b.reading
+        if not b.live or r is None or r.temperature_c is None:
+            continue
+        coldest = _coldest(r)
+        live.append((b, r.temperature_c, r.temperature_c if coldest is None else coldest))
+    out: list[Condition] = []
+    parts_memory = ctx.memory.parts
+    refs: list[float | None] = [None] * len(live)
+    if len(live) > 1:
+        refs = list(group_refs([t for _, t, _ in live]))
+    for (b, hot, cold), ref in zip(live, refs, strict=True):
+        key = f"temperature:{b.path}"
+        latched = ctx.latched.get(key)
+        was = parts_memory.get(key, frozenset()) if latched else frozenset()
+        parts: list[tuple[str, Severity, str]] = []
+        sev = level(
+            hot,
+            cfg.high_warning_c,
+            cfg.high_critical_c,
+            hyst,
+            latched if "hot" in was else None,
+        )
+        if sev is not None:
+            limit = cfg.high_critical_c if sev == "critical" else cfg.high_warning_c
+            parts.append(
+                ("hot", sev, f"{hot:.1f} °C, at or over the {limit:g} °C limit: heat ages "
+                 "cells fast; most BMS stop charging near 50 °C and cut off near 60 °C")
+            )  # fmt: skip
+        sev = level(
+            -cold,
+            -cfg.low_warning_c,
+            -cfg.low_critical_c,
+            hyst,
+            latched if "cold" in was else None,
+        )
+        if sev is not None:
+            limit = cfg.low_critical_c if sev == "critical" else cfg.low_warning_c
+            why = (
+                "charging lithium cells this cold plates lithium; the BMS should block charge"
+                if b.node.model.chemistry in _LITHIUM
+                else "a lead-acid battery holds less this cold, and freezes when discharged"
+            )
+            parts.append(("cold", sev, f"{cold:.1f} °C, at or under the {limit:g} °C limit: {why}"))
+        if ref is not None:
+            delta = hot - ref
+            on = cfg.sibling_delta_c - (hyst if "warmer" in was else 0.0)
+            if delta >= on and (len(live) > 2 or delta > 0):
+                parts.append(
+                    ("warmer", "warning", f"{delta:.1f} °C warmer than the bank's other "
+                     f"batteries ({hot:.1f} against {ref:.1f} °C): a loose or corroded "
+                     "terminal, a failing cell, or a heat source beside it")
+                )  # fmt: skip
+        if not parts:
+            parts_memory.pop(key, None)
+            continue
+        parts_memory[key] = frozenset(p[0] for p in parts)
+        severity = max((p[1] for p in parts), key=lambda s: RANK[s])
+        out.append(
+            Condition(
+                "temperature",
+                b.path,
+                severity,
+                f"{b.name}: " + "; ".join(p[2] for p in parts),
+                {
+                    "temperature_c": hot,
+                    "temperature_min_c": cold,
+                    "others_median_c": None if ref is None else round(ref, 2),
+                },
+                "+".join(p[0] for p in parts),
+            )
+        )
+    return out
+
+
+# --- the suite ------------------------------------------------------------------------------
+
+
+Detector = Callable[[BankState, float, DetectContext], list[Condition]]
+
+
+def _link_lost(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
+    return detect_link_lost(state, now, ctx.started_at)
+
+
+# Every alert kind, and the function that looks for it.
+DETECTORS: Mapping[str, Detector] = {
+    "cutoff": detect_cutoff,
+    "link_lost": _link_lost,
+    "soc_mismatch": detect_soc_mismatch,
+    "current_imbalance": detect_current_imbalance,
+    "series_current_mismatch": detect_series_current_mismatch,
+    "voltage_inconsistency": detect_voltage_inconsistency,
+    "cell_imbalance": detect_cell_imbalance,
+    "temperature": detect_temperature,
+    "pre_parallel_mismatch": detect_pre_parallel_mismatch,
+}
+assert tuple(DETECTORS) == ALERT_KINDS, "every alert kind has its detector"
+
+
+def run_detectors(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
+    """Bring the memory up to date with the state, run every enabled detector, and return one
+    condition per alert key."""
+    ctx.memory.observe(state, ctx.config)
+    conditions: list[Condition] = []
+    for kind, detector in DETECTORS.items():
+        if ctx.config.kind(kind).enabled:
+            conditions.extend(detector(state, now, ctx))
+    return merge_conditions(conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    state: BankState
+    events: list[AlertEvent]
+
+
+class BankAnalyzer:
+    """Readings in, bank state and alert events out: the fold, the detector suite and the
+    alert tracker, with the memory they keep. Pure given its inputs and the time: the daemon,
+    the demo and the scenario runner all drive one."""
+
+    def __init__(self, topology: Topology, config: DetectConfig, started_at: float = 0.0):
+        self.topology = topology
+        self.config = config
+        self.started_at = started_at
+        self.memory = DetectorMemory()
+        self.tracker = AlertTracker(
+            config.raise_after_s,
+            config.clear_after_s,
+            per_kind={kind: config.debounce(kind) for kind in ALERT_KINDS},
+        )
+
+    def step(
+        self,
+        readings: Mapping[str, Reading],
+        now: float,
+        bank_reading: Reading | None = None,
+    ) -> tuple[BankState, list[AlertEvent]]:
+        state = self.topology.fold(readings, now, bank_reading)
+        ctx = DetectContext(self.config, self.memory, self.tracker.latched(), self.started_at)
+        events = self.tracker.update(run_detectors(state, now, ctx), now)
+        return state, events
+
+
+# The names the rest of bankwatch has always imported from here.
+_REEXPORTED = (Alert, AlertEvent, AlertTracker, Evidence)

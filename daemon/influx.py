@@ -35,12 +35,11 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import random
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,6 +49,7 @@ from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
+from bankwatch.daemon.alert_state import default_state_dir
 from bankwatch.daemon.credentials import Secret
 from bankwatch.daemon.detectors import Alert, AlertEvent
 from bankwatch.daemon.model import Reading, flag_names
@@ -387,14 +387,9 @@ def _transport_message(exc: BaseException) -> str:
 # --- the sink -----------------------------------------------------------------------------------
 
 
-def default_spool_dir(environ: dict[str, str] | None = None) -> Path:
-    """$STATE_DIRECTORY (systemd's StateDirectory=), else $XDG_STATE_HOME or ~/.local/state."""
-    env = dict(os.environ) if environ is None else environ
-    state_dir = env.get("STATE_DIRECTORY")
-    if state_dir:
-        return Path(state_dir.split(":")[0]) / "influx-spool"
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "bankwatch" / "influx-spool"
+def default_spool_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The state folder's influx-spool/ (see alert_state.default_state_dir)."""
+    return default_state_dir(environ) / "influx-spool"
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,9 +67,20 @@ _OFFLINE_TIMEOUT_S = 2.0
 
 # Alert kinds that get a Home Assistant binary sensor, and on which devices. A new detector adds
 # its kind here; until then its alerts still count in the bank's "active alerts" sensor.
+# Alert kind -> (label, where Home Assistant gets a binary sensor for it): "battery" on each
+# battery's device (alerts about that battery), "bank" on the bank's device (alerts about the
+# bank itself, e.g. its master's cutoff), "bank-any" on the bank's device for an alert of that
+# kind anywhere in the bank (string-level kinds have no device of their own).
 ALERT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cutoff": ("BMS cutoff", ("battery", "bank")),
     "link_lost": ("Link lost", ("battery",)),
+    "soc_mismatch": ("SOC mismatch", ("battery", "bank-any")),
+    "current_imbalance": ("Current imbalance", ("bank-any",)),
+    "series_current_mismatch": ("Series current mismatch", ("battery", "bank-any")),
+    "voltage_inconsistency": ("Voltage inconsistency", ("battery", "bank-any")),
+    "cell_imbalance": ("Cell imbalance", ("battery",)),
+    "temperature": ("Temperature", ("battery",)),
+    "pre_parallel_mismatch": ("Pre-parallel mismatch", ("bank-any",)),
 }
 
 
@@ -154,6 +165,7 @@ def bank_payload(
         "alerts_active": len(alerts),
         "alerts_critical": sum(a.severity == "critical" for a in alerts),
         "alerts": _kinds(alerts, state.name),
+        "alerts_anywhere": sorted({a.kind for a in alerts}),
     }
 
 
@@ -333,8 +345,8 @@ def _problem(
     }
 
 
-def _kind_template(kind: str) -> str:
-    return f"{{{{ 'ON' if '{kind}' in value_json.alerts else 'OFF' }}}}"
+def _kind_template(kind: str, field: str = "alerts") -> str:
+    return f"{{{{ 'ON' if '{kind}' in value_json.{field} else 'OFF' }}}}"
 
 
 def discovery_messages(topology: Topology, topics: Topics) -> list[tuple[str, dict[str, Any]]]:
@@ -387,6 +399,15 @@ def discovery_messages(topology: Topology, topics: Topics) -> list[tuple[str, di
                     _problem(
                         topics, bank_device, uid, label, topics.bank_state, _kind_template(kind)
                     ),
+                )
+            )
+        if "bank-any" in levels:
+            uid = f"{bank_id}_{kind}_anywhere"
+            template = _kind_template(kind, "alerts_anywhere")
+            out.append(
+                (
+                    topics.discovery("binary_sensor", uid),
+                    _problem(topics, bank_device, uid, label, topics.bank_state, template),
                 )
             )
     for s in topology.strings:

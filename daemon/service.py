@@ -15,17 +15,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
+from bankwatch.daemon.alert_state import AlertStore, default_state_dir
 from bankwatch.daemon.clock import Clock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
-from bankwatch.daemon.detectors import (
-    DETECTORS,
-    AlertEvent,
-    AlertTracker,
-    Condition,
-    detect_link_lost,
-)
+from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
@@ -75,6 +71,8 @@ class Monitor:
         sinks: Sequence[Sink] = (),
         *,
         tick_s: float = 1.0,
+        open_links: bool = True,
+        store: AlertStore | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -83,8 +81,10 @@ class Monitor:
         self.topology = Topology(config)
         self.readings: dict[str, Reading] = {}
         self.bank_reading: Reading | None = None
-        self.tracker = AlertTracker(config.detect.raise_after_s, config.detect.clear_after_s)
         self.started_at = self.clock.monotonic()
+        # The fold, the detectors, their memory and the alert tracker (detectors.py).
+        self.analyzer = BankAnalyzer(self.topology, config.detect, self.started_at)
+        self.tracker = self.analyzer.tracker
         self.state: BankState | None = None
         self.links: dict[str, CanLink] = {}
         # Links whose batteries must be asked (polled protocols) or that send the keep-alive.
@@ -95,8 +95,16 @@ class Monitor:
         # Serial lines: one task each polls (or listens to) every device on its port.
         self.serial_lines: dict[str, SerialLine] = {}
         self._serial_devices: dict[str, list[Device]] = {}
-        self._build_drivers()
-        self._build_serial_lines()
+        # Without links (the scenario runner), readings are put into `readings` directly.
+        if open_links:
+            self._build_drivers()
+            self._build_serial_lines()
+        self.store = store
+        self._saved_at: float | None = None
+        self._failed_at: float | None = None
+        self._unsaved = False
+        if store is not None:
+            self._restore(store)
 
     def _build_drivers(self) -> None:
         sources = [(b.name, b.source) for b in self.topology.batteries()]
@@ -194,14 +202,77 @@ class Monitor:
 
     def tick(self, now: float) -> tuple[BankState, list[AlertEvent]]:
         self.collect()
-        state = self.topology.fold(self.readings, now, self.bank_reading)
-        conditions: list[Condition] = []
-        for detector in DETECTORS:
-            conditions.extend(detector(state, now))
-        conditions.extend(detect_link_lost(state, now, self.started_at))
-        events = self.tracker.update(conditions, now)
+        state, events = self.analyzer.step(self.readings, now, self.bank_reading)
         self.state = state
+        if self.store is not None:
+            self._persist(now, changed=bool(events))
         return state, events
+
+    # --- alerts across restarts ------------------------------------------------------------------
+
+    # The drift history alone is saved at most this often; alert changes are saved at once.
+    MEMORY_SAVE_EVERY_S = 3600.0
+
+    def _restore(self, store: AlertStore) -> None:
+        now = self.clock.monotonic()
+        saved = store.load(now, self.clock.wall())
+        known = {self.topology.name} | {s.path for s in self.topology.strings}
+        known |= {b.path for b in self.topology.batteries()}
+        alerts = [a for a in saved.alerts if a.subject in known]
+        for a in saved.alerts:
+            if a.subject not in known:
+                log.info("alert %s: its subject is no longer in the config; dropped", a.id)
+        # Until every battery has had its stale time to be heard, a missing condition proves
+        # nothing: a restored alert is held that long.
+        grace = max((b.stale_after_s for b in self.topology.batteries()), default=0.0)
+        self.tracker.restore(alerts, hold_until=now + grace + 2 * self.tick_s)
+        try:
+            self.analyzer.memory.load_json(saved.memory, saved.shift_s)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("alert state %s: detector memory unreadable (%s); ignored", store.path, exc)
+        if alerts:
+            log.info(
+                "restored %d active alert(s) from %s: %s",
+                len(alerts),
+                store.path,
+                ", ".join(a.id for a in alerts),
+            )
+
+    def _persist(self, now: float, *, changed: bool) -> None:
+        memory = self.analyzer.memory
+        if changed:
+            self._unsaved = True
+        memory_due = memory.dirty and (
+            self._saved_at is None or now - self._saved_at >= self.MEMORY_SAVE_EVERY_S
+        )
+        # After a failed write, try again a minute later, not every tick.
+        retry = self._failed_at is None or now - self._failed_at >= 60.0
+        if (self._unsaved or memory_due) and retry:
+            self.save_state(now)
+
+    def flush_state(self) -> None:
+        """At a clean stop: write what changed since the last write (the drift history of the
+        last hour, an alert change a failed write left unsaved), and nothing otherwise."""
+        if self.store is not None and (self._unsaved or self.analyzer.memory.dirty):
+            self.save_state()
+
+    def save_state(self, now: float | None = None) -> None:
+        """Write the active alerts and the detector memory."""
+        if self.store is None:
+            return
+        now = self.clock.monotonic() if now is None else now
+        ok = self.store.save(
+            self.tracker.active.values(),
+            self.analyzer.memory.to_json(),
+            now,
+            self.clock.wall() - (self.clock.monotonic() - now),
+        )
+        self._unsaved = not ok
+        if ok:
+            self._saved_at = now
+            self._failed_at = None
+        else:
+            self._failed_at = now
 
     def link_statuses(self) -> list[LinkStatus]:
         return [link.status for link in self.links.values()] + [
@@ -319,7 +390,9 @@ async def run_daemon(
     notifier = Notifier.from_env()
     if notifier.enabled:
         sinks.append(SystemdSink(notifier, watchdog_s=watchdog_period_s()))
-    monitor = Monitor(config, SystemClock(), sinks)
+    state_dir = Path(config.detect.state_dir) if config.detect.state_dir else default_state_dir()
+    store = AlertStore(state_dir.expanduser(), config.bank.name)
+    monitor = Monitor(config, SystemClock(), sinks, store=store)
     stop = asyncio.Event()
     install_stop_signals(stop, lambda: notifier.notify("STOPPING=1", "STATUS=stopping"))
     install_stall_hook()
@@ -334,5 +407,6 @@ async def run_daemon(
         await monitor.run(stop)
     finally:
         notifier.close()
+        monitor.flush_state()
     log.info("stopped")
     return 0

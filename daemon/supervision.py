@@ -1,4 +1,4 @@
-"""Running under systemd: readiness, the watchdog, stopping, the journal, state.
+"""Running under systemd: readiness, the watchdog, stopping, the journal.
 
 `bankwatch run` is the same program by hand and as a service; what changes under systemd
 (systemd/bankwatch.service) is only what this module adds when systemd asks for it:
@@ -31,7 +31,6 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bankwatch.daemon.sdnotify import Notifier
@@ -49,7 +48,6 @@ __all__ = [
     "install_stall_hook",
     "links_settled",
     "on_journal",
-    "state_directory",
     "status_text",
     "use_journal_format",
 ]
@@ -225,13 +223,3 @@ def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
     return True
 
 
-# --- state ---------------------------------------------------------------------
-
-
-def state_directory(environ: Mapping[str, str] | None = None) -> Path | None:
-    """The unit's `StateDirectory=` (/var/lib/bankwatch), from `$STATE_DIRECTORY`; None when
-    not run by systemd."""
-    env = os.environ if environ is None else environ
-    value = env.get("STATE_DIRECTORY", "")
-    # systemd lists several folders separated by ":" when a unit has several; ours has one.
-    return Path(value.split(":")[0]) if value else None

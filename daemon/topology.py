@@ -16,13 +16,15 @@ live. Time is passed in; nothing here reads a clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bankwatch.daemon.config import Config, ModelConfig, SourceConfig
+from bankwatch.daemon.config import CELL_NOMINAL_V, Config, ModelConfig, SourceConfig
 from bankwatch.daemon.model import Reading
 
 __all__ = [
+    "IDLE_C_RATE",
     "BankState",
     "BatteryNode",
     "BatteryState",
@@ -43,25 +45,50 @@ class BatteryNode:
     source: SourceConfig | None
     stale_after_s: float
 
+    @property
+    def cells(self) -> int:
+        """Cells in series, from the model's voltage and chemistry (a 12.8 V LiFePO4 has 4)."""
+        m = self.model
+        return max(1, round(m.nominal_voltage_v / CELL_NOMINAL_V[m.chemistry]))
+
 
 @dataclass(frozen=True, slots=True)
 class StringNode:
     name: str
     path: str
     batteries: tuple[BatteryNode, ...]
+    # Derived from the batteries once (the detectors ask for them every tick).
+    nominal_voltage_v: float = field(init=False)
+    capacity_ah: float = field(init=False)  # the smallest battery limits a series string
+    cells: int = field(init=False)
 
-    @property
-    def nominal_voltage_v(self) -> float:
-        return sum(b.model.nominal_voltage_v for b in self.batteries)
-
-    @property
-    def capacity_ah(self) -> float:
-        # The smallest battery limits a series string.
-        return min(b.model.capacity_ah for b in self.batteries)
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "nominal_voltage_v", sum(b.model.nominal_voltage_v for b in self.batteries)
+        )
+        object.__setattr__(self, "capacity_ah", min(b.model.capacity_ah for b in self.batteries))
+        object.__setattr__(self, "cells", sum(b.cells for b in self.batteries))
 
     @property
     def energy_wh(self) -> float:
         return self.nominal_voltage_v * self.capacity_ah
+
+
+# Below this C-rate a battery, string or bank counts as idle: "time to empty" at a trickle is
+# a number of weeks nobody can use, and the sign of a near-zero current is noise.
+IDLE_C_RATE = 0.005
+
+
+def _hours_to(ah: float | None, current_a: float | None, sign: int, capacity_ah: float) -> float:
+    """Seconds until `ah` is moved at `current_a` flowing in direction `sign` (+1 charging,
+    -1 discharging); NaN when idle or flowing the other way (the caller turns it into None)."""
+    if ah is None or current_a is None or current_a * sign < IDLE_C_RATE * capacity_ah:
+        return math.nan
+    return max(0.0, ah) / abs(current_a) * 3600.0
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +117,56 @@ class BatteryState:
             return self.node.model.capacity_ah * self.node.model.nominal_voltage_v * r.soc_pct / 100
         return None
 
+    # --- metrics, from the live reading only (a stale battery has none) ----------------------
+
+    @property
+    def capacity_ah(self) -> float:
+        """What the battery holds when full: the BMS's full-charge capacity (it shrinks as the
+        battery ages), else the rating scaled by SOH, else the rating."""
+        r = self.reading if self.live else None
+        rated = self.node.model.capacity_ah
+        if r is not None and r.full_charge_ah:
+            return r.full_charge_ah
+        if r is not None and r.soh_pct:
+            return rated * r.soh_pct / 100
+        return rated
+
+    @property
+    def remaining_ah(self) -> float | None:
+        r = self.reading if self.live else None
+        if r is None:
+            return None
+        if r.remaining_ah is not None:
+            return r.remaining_ah
+        if r.soc_pct is not None:
+            return self.capacity_ah * r.soc_pct / 100
+        return None
+
+    @property
+    def current_a(self) -> float | None:
+        r = self.reading if self.live else None
+        return None if r is None else r.current_a
+
+    @property
+    def c_rate(self) -> float | None:
+        """|current| over the rated capacity: 0.5 = half a C."""
+        i = self.current_a
+        return None if i is None else abs(i) / self.node.model.capacity_ah
+
+    @property
+    def time_to_empty_s(self) -> float | None:
+        """At the present discharge current; None when idle or charging."""
+        return _none_if_nan(
+            _hours_to(self.remaining_ah, self.current_a, -1, self.node.model.capacity_ah)
+        )
+
+    @property
+    def time_to_full_s(self) -> float | None:
+        """At the present charge current; None when idle or discharging."""
+        rem = self.remaining_ah
+        headroom = None if rem is None else self.capacity_ah - rem
+        return _none_if_nan(_hours_to(headroom, self.current_a, +1, self.node.model.capacity_ah))
+
 
 @dataclass(frozen=True, slots=True)
 class StringState:
@@ -100,10 +177,27 @@ class StringState:
     soc_pct: float | None  # the weakest live battery's SOC
     energy_wh: float | None  # what the string can deliver before its weakest battery is empty
     live: int  # batteries heard from in time
+    # The charge the string can deliver (its emptiest battery's) and take (its fullest
+    # battery's room): a series string stops at whichever battery gets there first.
+    remaining_ah: float | None = None
+    headroom_ah: float | None = None
 
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def c_rate(self) -> float | None:
+        i = self.current_a
+        return None if i is None else abs(i) / self.node.capacity_ah
+
+    @property
+    def time_to_empty_s(self) -> float | None:
+        return _none_if_nan(_hours_to(self.remaining_ah, self.current_a, -1, self.node.capacity_ah))
+
+    @property
+    def time_to_full_s(self) -> float | None:
+        return _none_if_nan(_hours_to(self.headroom_ah, self.current_a, +1, self.node.capacity_ah))
 
     @property
     def path(self) -> str:
@@ -124,6 +218,59 @@ class BankState:
     soc_pct: float | None
     energy_wh: float | None
     bank_reading: Reading | None  # from the bank-level source, when configured and live
+    # Summed over the strings (strings in parallel add their charge); None with a string unknown.
+    remaining_ah: float | None = None
+    headroom_ah: float | None = None
+    capacity_ah: float = 0.0  # rated: the sum of the strings' (each its smallest battery's)
+
+    @property
+    def c_rate(self) -> float | None:
+        if self.current_a is None or not self.capacity_ah:
+            return None
+        return abs(self.current_a) / self.capacity_ah
+
+    @property
+    def time_to_empty_s(self) -> float | None:
+        """At the present bank current, with the strings sharing it as they do now."""
+        return _none_if_nan(_hours_to(self.remaining_ah, self.current_a, -1, self.capacity_ah))
+
+    @property
+    def time_to_full_s(self) -> float | None:
+        return _none_if_nan(_hours_to(self.headroom_ah, self.current_a, +1, self.capacity_ah))
+
+    def metrics(self) -> dict[str, dict[str, float | None]]:
+        """Energy left, time to empty and to full, C-rate and SOC per bank, string and battery,
+        by subject path: what sinks publish and the demo summary prints."""
+        out: dict[str, dict[str, float | None]] = {
+            self.name: _metrics(
+                self.soc_pct,
+                self.energy_wh,
+                self.remaining_ah,
+                self.c_rate,
+                self.time_to_empty_s,
+                self.time_to_full_s,
+            )
+        }
+        for s in self.strings:
+            out[s.path] = _metrics(
+                s.soc_pct,
+                s.energy_wh,
+                s.remaining_ah,
+                s.c_rate,
+                s.time_to_empty_s,
+                s.time_to_full_s,
+            )
+            for b in s.batteries:
+                r = b.reading if b.live else None
+                out[b.path] = _metrics(
+                    None if r is None else r.soc_pct,
+                    b.energy_wh,
+                    b.remaining_ah,
+                    b.c_rate,
+                    b.time_to_empty_s,
+                    b.time_to_full_s,
+                )
+        return out
 
     @property
     def power_w(self) -> float | None:
@@ -139,6 +286,27 @@ class BankState:
             if b.name == name:
                 return b
         raise KeyError(name)
+
+
+def _metrics(
+    soc: float | None,
+    energy: float | None,
+    remaining: float | None,
+    c_rate: float | None,
+    to_empty: float | None,
+    to_full: float | None,
+) -> dict[str, float | None]:
+    def r(x: float | None, nd: int) -> float | None:
+        return None if x is None else round(x, nd)
+
+    return {
+        "soc_pct": r(soc, 1),
+        "energy_wh": r(energy, 0),
+        "remaining_ah": r(remaining, 2),
+        "c_rate": r(c_rate, 3),
+        "time_to_empty_s": r(to_empty, 0),
+        "time_to_full_s": r(to_full, 0),
+    }
 
 
 class Topology:
@@ -166,6 +334,7 @@ class Topology:
             strings.append(StringNode(name=s.name, path=path, batteries=nodes))
         self.strings: tuple[StringNode, ...] = tuple(strings)
         self._by_name = {b.name: b for s in self.strings for b in s.batteries}
+        self._capacity_ah = sum(s.capacity_ah for s in self.strings)
 
     # --- nominal figures ---------------------------------------------------------------------
 
@@ -237,6 +406,8 @@ class Topology:
         soc = self._bank_soc(strings)
         if soc is None and bank_reading is not None:
             soc = bank_reading.soc_pct
+        rem = [s.remaining_ah for s in strings]
+        room = [s.headroom_ah for s in strings]
         return BankState(
             at=now,
             name=self.name,
@@ -246,6 +417,9 @@ class Topology:
             soc_pct=soc,
             energy_wh=energy,
             bank_reading=bank_reading,
+            remaining_ah=None if None in rem else sum(x for x in rem if x is not None),
+            headroom_ah=None if None in room else sum(x for x in room if x is not None),
+            capacity_ah=self._capacity_ah,
         )
 
     def _fold_string(
@@ -271,9 +445,17 @@ class Topology:
 
         socs = [r.soc_pct for r in live if r.soc_pct is not None]
         soc = min(socs) if complete and len(socs) == len(states) else None
-        energy = None
+        energy = remaining = headroom = None
         if soc is not None:
-            energy = node.nominal_voltage_v * node.capacity_ah * soc / 100
+            rems = [b.remaining_ah for b in states]
+            if None not in rems:
+                caps = [b.capacity_ah for b in states]
+                remaining = min(x for x in rems if x is not None)
+                headroom = min(c - (x or 0.0) for c, x in zip(caps, rems, strict=True))
+            else:
+                remaining = node.capacity_ah * soc / 100
+                headroom = node.capacity_ah - remaining
+            energy = node.nominal_voltage_v * remaining
         return StringState(
             node=node,
             batteries=tuple(states),
@@ -282,6 +464,8 @@ class Topology:
             soc_pct=soc,
             energy_wh=energy,
             live=len(live),
+            remaining_ah=remaining,
+            headroom_ah=headroom,
         )
 
     @staticmethod

@@ -59,7 +59,10 @@ class BankSimulator:
             for b in s.batteries:
                 m = config.models[b.model]
                 # The [simulation.batteries.NAME] fields are named as BatterySpec's.
-                overrides: dict[str, Any] = {"initial_soc_pct": sim.initial_soc_pct}
+                overrides: dict[str, Any] = {
+                    "initial_soc_pct": sim.initial_soc_pct,
+                    "temperature_c": sim.ambient_c,
+                }
                 o = sim.batteries.get(b.name)
                 if o is not None:
                     overrides.update(o.model_dump(exclude_none=True))
@@ -76,7 +79,9 @@ class BankSimulator:
             bank_wh += min(sp.capacity_ah for sp in specs) * sum(
                 sp.nominal_voltage_v for sp in specs
             )
-        self.physics = SimBank(strings, seed=sim.seed if seed is None else seed)
+        self.physics = SimBank(
+            strings, ambient_c=sim.ambient_c, seed=sim.seed if seed is None else seed
+        )
         self.profile: Profile = (
             profile_from_name("constant", power_w=sim.power_w)
             if sim.profile == "constant"
@@ -150,17 +155,39 @@ class BankSimulator:
 
     def apply(self, fault: FaultConfig) -> None:
         self.fault_log.append((self.elapsed_s, fault))
-        if fault.kind == "cutoff":
-            self.physics.trip(fault.battery, Protection[fault.protection.upper()])
-        elif fault.kind == "silent":
-            self.silent.add(fault.battery)
-        elif fault.kind == "unplug":
+        name, kind, value = fault.battery, fault.kind, fault.value
+        p = self.physics
+        if kind == "cutoff":
+            p.trip(name, Protection[fault.protection.upper()])
+        elif kind == "silent":
+            self.silent.add(name)
+        elif kind == "recover":
+            p.reset(name)
+            self.silent.discard(name)
+        elif kind in ("disconnect", "connect"):
+            p.set_isolated(name, kind == "disconnect")
+        elif kind == "unplug":
             self.unplugged.add(fault.link or "")
-        elif fault.kind == "replug":
+        elif kind == "replug":
             self.unplugged.discard(fault.link or "")
         else:
-            self.physics.reset(fault.battery)
-            self.silent.discard(fault.battery)
+            assert value is not None  # the config requires one for these kinds
+            if kind == "capacity_fade":
+                p.set_capacity_factor(name, value)
+            elif kind == "cable_resistance":
+                p.set_cable_resistance(name, value)
+            elif kind == "cell_drift":
+                p.set_cell_offset(name, value)
+            elif kind == "heating":
+                p.set_heating(name, value)
+            elif kind == "leak":
+                p.set_leak(name, value)
+            elif kind == "current_sensor_offset":
+                p.set_sensor_offsets(name, current_a=value)
+            elif kind == "voltage_sensor_offset":
+                p.set_sensor_offsets(name, voltage_v=value)
+            else:  # pragma: no cover - the config's Literal lists every kind
+                raise AssertionError(f"unhandled fault kind {kind!r}")
 
     # --- the wire ---------------------------------------------------------------------------
 

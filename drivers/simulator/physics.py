@@ -28,6 +28,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from bankwatch.daemon.model import Alarm, Protection, Reading
 
@@ -300,6 +301,7 @@ class _Battery:
         "a_fet",
         "a_relax",
         "a_temp",
+        "ambient_offset_c",
         "bms",
         "cable_ohm",
         "capacity_factor",
@@ -323,7 +325,10 @@ class _Battery:
         "g_cool",
         "grid",
         "heat_cap",
+        "i_offset_a",
+        "isolated",
         "k_pct_per_a",
+        "leak_a",
         "max_charge_a",
         "max_discharge_a",
         "n",
@@ -351,6 +356,7 @@ class _Battery:
         "uv",
         "v_max_off",
         "v_min_off",
+        "v_offset_v",
         "voltage_v",
     )
 
@@ -442,7 +448,29 @@ class _Battery:
         self.oc_c_t = self.oc_d_t = self.sc_t = 0.0
         self.charge_on = self.discharge_on = True
 
+        # Injected faults beyond a BMS trip (see SimBank's fault methods).
+        self.leak_a = 0.0
+        self.ambient_offset_c = 0.0
+        self.isolated = False
+        self.i_offset_a = 0.0
+        self.v_offset_v = 0.0
+
     # -- state helpers
+
+    def set_cell_offset(self, offset_pct: float) -> None:
+        """One cell (the first) sits `offset_pct` SOC points away from the pack's mean: a weak or
+        self-discharging cell. The others keep their small spread."""
+        d = list(self.cell_d)
+        d[0] = offset_pct
+        self.cell_d = tuple(d)
+        # The cell's voltage follows its own SOC on the OCV curve; its small fixed voltage
+        # offset (`cell_v`) is the one it had. The extremes are the cells with the extreme SOC.
+        i_max = max(range(self.n), key=d.__getitem__)
+        i_min = min(range(self.n), key=d.__getitem__)
+        self.d_max = d[i_max]
+        self.d_min = d[i_min]
+        self.v_max_off = self.cell_v[i_max]
+        self.v_min_off = self.cell_v[i_min]
 
     def set_capacity_factor(self, factor: float) -> None:
         if not 0.0 < factor <= 1.5:
@@ -494,6 +522,10 @@ class _Battery:
     # -- one step
 
     def advance(self, current_a: float, dt_s: float, ambient_c: float) -> None:
+        # `current_a` is the string's; a leak (a load tapped off this battery alone) is drawn on
+        # top of it, so this battery's own current is the string's minus the leak.
+        current_a -= self.leak_a
+        ambient_c += self.ambient_offset_c
         self.current_a = current_a
         # The terminal voltage the solve assumed: consistent with the node voltage to rounding.
         v = self.emf_v + current_a * (self.r_ohm + self.slope_v * self.k_pct_per_a)
@@ -671,11 +703,12 @@ class _Battery:
     def cell_voltages(self) -> tuple[float, ...]:
         grid = self.grid
         soc = self.soc
-        ocv_cell = _lookup(grid, soc)
-        per_cell = self.voltage_v / self.n
+        base = self.voltage_v / self.n - _lookup(grid, soc)
         return tuple(
-            per_cell + v_off + _lookup(grid, soc + d) - ocv_cell
-            for d, v_off in zip(self.cell_d, self.cell_v, strict=True)
+            [
+                base + v_off + _lookup(grid, soc + d)
+                for d, v_off in zip(self.cell_d, self.cell_v, strict=True)
+            ]
         )
 
     def limits(self) -> tuple[float, float, float, float] | None:
@@ -828,10 +861,12 @@ class SimBank:
             e = r = 0.0
             can_c = can_d = True
             for b in string:
-                e += b.emf_v
-                r += b.r_step()
-                can_c = can_c and b.charge_on
-                can_d = can_d and b.discharge_on
+                rb = b.r_step()
+                # A leak on one battery lowers its terminal voltage by its own drop.
+                e += b.emf_v - b.leak_a * rb if b.leak_a else b.emf_v
+                r += rb
+                can_c = can_c and b.charge_on and not b.isolated
+                can_d = can_d and b.discharge_on and not b.isolated
             emf.append(e)
             g.append(1.0 / r)
             mode.append((_CHARGE_ONLY if can_c else 0) | (_DISCHARGE_ONLY if can_d else 0))
@@ -887,6 +922,38 @@ class SimBank:
             raise ValueError(f"{name}: cable resistance must be >= 0")
         self._battery(name).cable_ohm = ohm
 
+    def set_cell_offset(self, name: str, offset_pct: float) -> None:
+        """One cell of the battery drifts `offset_pct` SOC points from the others (negative: a
+        weak cell that empties first and pulls the cell spread open near the knees)."""
+        if not -50.0 <= offset_pct <= 50.0:
+            raise ValueError(f"{name}: a cell offset must be within -50..50 points")
+        self._battery(name).set_cell_offset(offset_pct)
+
+    def set_leak(self, name: str, amps: float) -> None:
+        """A load tapped off this battery alone (a 12 V device wired to one battery of a 48 V
+        string): it discharges this battery and no other, and its BMS sees the extra current."""
+        self._battery(name).leak_a = amps
+
+    def set_heating(self, name: str, kelvin: float) -> None:
+        """The air around this battery is `kelvin` warmer (or colder) than the bank's: a heater,
+        an engine, sun on one side of the rack, or a failing cell's own heat."""
+        self._battery(name).ambient_offset_c = kelvin
+
+    def set_isolated(self, name: str, isolated: bool) -> None:
+        """Open (or close) the isolator of the battery's branch: the whole string stops
+        conducting while the BMS keeps talking and its switches stay closed."""
+        self._battery(name).isolated = isolated
+
+    def set_sensor_offsets(
+        self, name: str, *, current_a: float | None = None, voltage_v: float | None = None
+    ) -> None:
+        """A BMS that measures wrong: its reported current and pack voltage are off by these."""
+        b = self._battery(name)
+        if current_a is not None:
+            b.i_offset_a = current_a
+        if voltage_v is not None:
+            b.v_offset_v = voltage_v
+
     # -- views
 
     @property
@@ -922,29 +989,31 @@ class SimBank:
         spec = b.spec
         soc = b.soc_pct
         chem = _CHEM_CODE[spec.chemistry]
-        base = Reading(
-            subject=name,
-            at=at,
-            pack_voltage_v=round(b.voltage_v, 3),
-            current_a=round(b.current_a, 1),
-            soc_pct=round(soc, 1),
-            remaining_ah=round(soc / 100.0 * b.full_ah, 2),
-            full_charge_ah=round(b.full_ah, 2),
-            design_ah=float(spec.capacity_ah),
-            temperatures_c=tuple(round(t, 1) for t in b.sensor_temps()),
-            manufacturer="bankwatch",
-            model=f"SIM-{chem}-{spec.nominal_voltage_v:g}V-{spec.capacity_ah:g}Ah",
-            serial=f"SIM-{name}",
-        )
+        common: dict[str, Any] = {
+            "subject": name,
+            "at": at,
+            "pack_voltage_v": round(b.voltage_v + b.v_offset_v, 3),
+            "current_a": round(b.current_a + b.i_offset_a, 1),
+            "soc_pct": round(soc, 1),
+            "remaining_ah": round(soc / 100.0 * b.full_ah, 2),
+            "full_charge_ah": round(b.full_ah, 2),
+            "design_ah": float(spec.capacity_ah),
+            "temperatures_c": tuple([round(t, 1) for t in b.sensor_temps()]),
+            "manufacturer": "bankwatch",
+            "model": f"SIM-{chem}-{spec.nominal_voltage_v:g}V-{spec.capacity_ah:g}Ah",
+            "serial": f"SIM-{name}",
+        }
         limits = b.limits()
         if limits is None:
-            return base
+            return Reading(**common)
         cvl, dvl, ccl, dcl = limits
-        return replace(
-            base,
+        # One constructor call, not a replace() of a base reading: a week of a 64-pack rack
+        # asks for millions of these.
+        return Reading(
+            **common,
             soh_pct=round(min(100.0, 100.0 * b.capacity_factor), 1),
             cycles=b.cycles,
-            cell_voltages_v=tuple(round(c, 3) for c in b.cell_voltages()),
+            cell_voltages_v=tuple([round(c, 3) for c in b.cell_voltages()]),
             mosfet_temperature_c=round(b.fet_c, 1),
             charge_voltage_limit_v=round(cvl, 3),
             discharge_voltage_limit_v=round(dvl, 3),

@@ -165,7 +165,9 @@ class SimulatorRunner:
                     at,
                     fault.kind,
                     fault.link if fault.link is not None else fault.battery,
-                    f" ({fault.protection})" if fault.kind == "cutoff" else "",
+                    f" ({fault.protection})"
+                    if fault.kind == "cutoff"
+                    else (f" ({fault.value:g})" if fault.value is not None else ""),
                 )
             applied = len(self.sim.fault_log)
             self._sync_plugs()

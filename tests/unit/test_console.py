@@ -339,3 +339,33 @@ def test_console_view_without_a_terminal_keeps_lines_within_100_columns() -> Non
     lines = out.getvalue().splitlines()
     assert any(" alert raised:" in ln for ln in lines)
     assert_fits(lines)
+
+
+def test_the_bank_row_says_when_the_bank_is_empty_or_full() -> None:
+    from bankwatch.daemon.console import fmt_duration
+
+    assert [fmt_duration(s) for s in (59, 2700, 3600 * 5 + 600, 86_400 * 3 + 7200)] == [
+        "0m",
+        "45m",
+        "5h10m",
+        "3d2h",
+    ]
+    topo = Topology(sim_config())
+    now = 100.0
+
+    def bank_row(amps: float) -> str:
+        readings = {
+            b.name: Reading(at=now, pack_voltage_v=13.2, current_a=amps, soc_pct=50.0)
+            for b in topo.batteries()
+        }
+        lines = render(topo.fold(readings, now), [], [], CLOCK)
+        assert_fits(lines)
+        return next(ln for ln in lines if ln.startswith("bank "))
+
+    # 2 strings × 50 Ah left, 20 A out of each: 2.5 h. Charging: 50 Ah of room each at 25 A.
+    assert bank_row(-20.0).endswith(", empty in 2h30m")
+    assert bank_row(25.0).endswith(", full in 2h00m")
+    assert "empty in" not in bank_row(0.0) and "full in" not in bank_row(0.0)
+    # No links (the scenario runner feeds readings straight in): said so, not "0/0 up".
+    readings = {b.name: Reading(at=now, pack_voltage_v=13.2) for b in topo.batteries()}
+    assert "links: none open" in render(topo.fold(readings, now), [], [], CLOCK)

@@ -447,8 +447,8 @@ def test_updated_only_when_severity_or_message_changes() -> None:
     assert (upd.severity, upd.message, upd.raised_at) == ("critical", "A1: hot", 0.0)
     final = tracker.active["cutoff:home/A/A1"]
     assert (final.severity, final.message, final.raised_at) == ("critical", "A1: very hot", 0.0)
-    # Evidence is kept fresh even without an event.
-    assert final.evidence["temperature_c"] == 70
+    # Evidence is kept fresh even without an event (the last tick said 71).
+    assert final.evidence["temperature_c"] == 71
 
 
 def test_ids_are_stable_kind_and_subject() -> None:

@@ -345,3 +345,14 @@ def test_topic_layout() -> None:
         "homeassistant/sensor/bankwatch_home/bankwatch_home_x_soc/config"
     )
     assert Topology(quiet_demo_config()).name == "demo"
+
+
+def test_every_alert_kind_has_a_home_assistant_binary_sensor() -> None:
+    """A new detector without a row here would show up in Home Assistant only as a count."""
+    from bankwatch.daemon.detectors import DETECTORS
+    from bankwatch.daemon.mqtt import ALERT_KINDS
+
+    assert set(ALERT_KINDS) == set(DETECTORS)
+    for kind, (label, levels) in ALERT_KINDS.items():
+        assert label and levels, kind
+        assert set(levels) <= {"battery", "bank", "bank-any"}, kind

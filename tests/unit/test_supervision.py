@@ -25,7 +25,6 @@ from bankwatch.daemon.supervision import (
     JournalFormatter,
     SystemdSink,
     on_journal,
-    state_directory,
 )
 from tests.helpers import REPO
 
@@ -239,11 +238,6 @@ def test_an_unreadable_credential_is_an_error_naming_it(tmp_path: Path) -> None:
             env="NO_SUCH_VAR",
             environ={"CREDENTIALS_DIRECTORY": str(creds)},
         )
-
-
-def test_state_directory_from_systemd() -> None:
-    assert state_directory({"STATE_DIRECTORY": "/var/lib/bankwatch"}) == Path("/var/lib/bankwatch")
-    assert state_directory({}) is None
 
 
 # --- the pre-start check -------------------------------------------------------------------------
