@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 
-from bankwatch.daemon.config import Config, load_config, parse_config
+from bankwatch.daemon.config import Config, SerialLinkConfig, load_config, parse_config
 from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
 from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
@@ -158,22 +159,61 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config, duration_s=args.duration, speed=args.speed))
 
 
-def _is_serial_port(target: str) -> bool:
-    """`sniff` takes a serial port path or a CAN link/interface name."""
-    return target.startswith(("/", ".")) or target.upper().startswith("COM")
+def cmd_scan(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.serial_tools import parse_addresses, scan, scan_report
+
+    addresses = parse_addresses(args.addresses) if args.addresses else None
+    found = asyncio.run(
+        scan(
+            args.port,
+            protocols=args.protocol,
+            bauds=args.baud,
+            addresses=addresses,
+            timeout_s=args.timeout,
+            progress=sys.stderr if sys.stderr.isatty() else None,
+        )
+    )
+    if args.json:
+        print(json.dumps([f.to_json() for f in found]))
+    else:
+        print(scan_report(args.port, found))
+    return EXIT_OK if any(f.error is None for f in found) else EXIT_FINDINGS
 
 
 def cmd_sniff(args: argparse.Namespace) -> int:
-    if _is_serial_port(args.target):
-        raise UsageError(
-            f"{args.target}: sniffing a serial port is not in this build; "
-            "give a CAN link name or --interface/--channel"
-        )
+    """A serial port (or a serial link of --config) goes to the serial sniffer; a CAN link name
+    or interface channel to the CAN one."""
+    from bankwatch.daemon.serial_tools import is_serial_port, sniff
+
+    port, baud, protocols = args.target, args.baud, args.protocol
+    if args.config and not is_serial_port(port):
+        config = load_config(args.config)
+        link = config.links.get(port)
+        if isinstance(link, SerialLinkConfig):
+            port, baud = link.port, baud or link.baud
+            on_it = {
+                b.source.protocol
+                for _, b in config.batteries()
+                if b.source is not None and b.source.link == args.target
+            }
+            protocols = protocols or sorted(on_it) or None
+    if is_serial_port(port):
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                sniff(
+                    port,
+                    protocols=protocols,
+                    baud=baud or 9600,
+                    duration_s=args.duration,
+                    json_out=args.json,
+                )
+            )
+        return EXIT_OK
     from bankwatch.daemon.sniff_can import link_config_from_args, run_sniff_can
 
-    link = link_config_from_args(args)
+    can_link = link_config_from_args(args)
     return asyncio.run(
-        run_sniff_can(link, name=args.target, as_json=args.json, duration_s=args.duration)
+        run_sniff_can(can_link, name=args.target, as_json=args.json, duration_s=args.duration)
     )
 
 
@@ -269,12 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("sniff", help="live decoded view of a bus")
-    p.add_argument("target", help="a CAN link name from --config, or a CAN channel (can0)")
+    p = sub.add_parser("sniff", help="live decoded view of a bus (listen-only)")
+    p.add_argument(
+        "target",
+        help="a serial port (/dev/serial/by-id/...), a link name from --config, "
+        "or a CAN channel (can0)",
+    )
     p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
     from bankwatch.daemon.sniff_can import add_can_arguments
 
     add_can_arguments(p)
+    # serial buses
+    p.add_argument(
+        "--protocol",
+        action="append",
+        help="serial: the bus's protocol (repeat for more; default: try every one)",
+    )
+    p.add_argument("--baud", type=int, help="serial: the bus's baud rate (default 9600)")
     p.set_defaults(func=cmd_sniff)
 
     p = sub.add_parser("replay", help="feed a candump -l log through the monitor as if live")
@@ -289,8 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
     p.add_argument("protocol", help="protocol name, e.g. pylontech-can")
-    p.add_argument("frames", nargs="+", help="frames; CAN as ID#DATA (candump notation)")
+    p.add_argument(
+        "frames",
+        nargs="+",
+        help="frames; CAN as ID#DATA (candump notation), serial as the hex of the wire bytes "
+        "(a reply after its request)",
+    )
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "scan", help="find the BMS on a serial port: protocols, baud rates, addresses"
+    )
+    p.add_argument("port", help="the serial port, e.g. /dev/serial/by-id/usb-...")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        help="only this serial protocol (repeat for more; default: every one)",
+    )
+    p.add_argument(
+        "--baud",
+        type=int,
+        action="append",
+        help="try this baud rate (repeat for more; default: each protocol's own)",
+    )
+    p.add_argument("--addresses", help="addresses to try, like 0-15 or 2,3 (default 0-15)")
+    p.add_argument(
+        "--timeout", type=_positive, default=0.3, help="seconds to wait for a reply (0.3)"
+    )
+    p.add_argument("--json", action="store_true", help="print what answered as JSON")
+    p.set_defaults(func=cmd_scan)
     return parser
 
 

@@ -168,6 +168,19 @@ class SerialLinkConfig(_Strict):
     type: Literal["serial"]
     port: str
     baud: Annotated[int, Field(gt=0)] = 9600
+    # An inverter or a master pack already polls this bus: send nothing, decode what is heard.
+    listen_only: bool = False
+    # The adapter hears what it sends (some 2-wire RS485 adapters): drop our own request.
+    echo: bool = False
+    # Start a poll sweep this often (a sweep that takes longer starts the next at once).
+    poll_interval_s: PositiveFloat = 1.0
+    # Overrides of the protocol's own timing: quiet time after a reply before the next request,
+    # how long a reply may take to start, and how often a request is repeated unanswered.
+    gap_s: Annotated[float, Field(ge=0)] | None = None
+    reply_timeout_s: PositiveFloat | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    # Listen-only: nothing heard for this long marks the line silent.
+    silence_timeout_s: PositiveFloat = 10.0
 
 
 LinkConfig = Annotated[CanLinkConfig | SerialLinkConfig, Field(discriminator="type")]
@@ -423,16 +436,21 @@ FAULT_VALUES: dict[str, str] = {
 
 class FaultConfig(_Strict):
     at_s: Annotated[float, Field(ge=0)]
-    battery: str
+    # The battery of a cutoff, silent or recover fault.
+    battery: str = ""
     # cutoff: the BMS trips (protection names the cause); silent: the battery stops talking;
     # recover: undo both. disconnect / connect: the branch's isolator opens / closes (the BMS
-    # keeps talking). The rest change the battery by `value` (see FAULT_VALUES).
+    # keeps talking). unplug: a serial link's adapter vanishes (its port closes and its path
+    # goes away); replug: it comes back, under the same path. The rest change the battery by
+    # `value` (see FAULT_VALUES).
     kind: Literal[
         "cutoff",
         "silent",
         "recover",
         "disconnect",
         "connect",
+        "unplug",
+        "replug",
         "capacity_fade",
         "cable_resistance",
         "cell_drift",
@@ -442,6 +460,8 @@ class FaultConfig(_Strict):
         "voltage_sensor_offset",
     ]
     value: float | None = None
+    # The serial link of an unplug or replug fault.
+    link: str | None = None
     protection: Literal[
         "cell_overvoltage",
         "cell_undervoltage",
@@ -452,6 +472,15 @@ class FaultConfig(_Strict):
         "short_circuit",
         "system_error",
     ] = "cell_undervoltage"
+
+    @model_validator(mode="after")
+    def _target(self) -> FaultConfig:
+        if self.kind in ("unplug", "replug"):
+            if self.link is None:
+                raise ValueError(f"a {self.kind} fault needs link (a serial link's name)")
+        elif not self.battery:
+            raise ValueError(f"a {self.kind} fault needs battery")
+        return self
 
     @model_validator(mode="after")
     def _value_fits_kind(self) -> FaultConfig:
@@ -669,6 +698,8 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str | None]]:
             )
         if info is not None and info.addressing == "addressed" and src.get("address") is None:
             problems.append((f"{where}.address: protocol {protocol!r} needs an address", None))
+        if info is not None and info.serial_codec_factory is not None and src.get("map") is None:
+            problems.append((f"{where}.map: protocol {protocol!r} needs a register map", None))
 
     for si, string in enumerate(_array(data.get("strings"))):
         string = _table(string)
@@ -724,6 +755,11 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str | None]]:
                         )
                     )
     for fi, fault in enumerate(_array(simulation.get("faults"))):
+        link_name = _table(fault).get("link")
+        if isinstance(link_name, str) and _table(links.get(link_name)).get("type") != "serial":
+            problems.append(
+                (f"simulation.faults[{fi}].link: no serial link named {link_name!r}", None)
+            )
         battery_name = _table(fault).get("battery")
         if isinstance(battery_name, str) and battery_name not in seen_batteries:
             problems.append(

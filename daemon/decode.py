@@ -73,6 +73,10 @@ def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
     if info is None:
         known = ", ".join(sorted(PROTOCOLS))
         raise UsageError(f"unknown protocol {protocol!r} (known: {known})")
+    if info.link_kind == "serial":
+        from bankwatch.daemon.serial_decode import decode_serial_frames
+
+        return decode_serial_frames(protocol, frames)
     validate = _VALIDATORS.get(protocol)
     make = _ASSEMBLERS.get(protocol)
     if validate is None or make is None:

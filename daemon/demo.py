@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from bankwatch.daemon.clock import ScaledClock
-from bankwatch.daemon.config import CanLinkConfig, Config
+from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
 from bankwatch.daemon.detectors import AlertEvent
 from bankwatch.daemon.errors import UsageError
@@ -34,7 +37,7 @@ from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.simulator.serve import SimulatorRunner
 
-__all__ = ["run_demo", "run_scenario_demo", "virtualize"]
+__all__ = ["run_demo", "run_scenario_demo", "virtualize", "virtualize_serial"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,20 @@ def virtualize(config: Config, prefix: str = "demo") -> Config:
                 }
             )
             if isinstance(link, CanLinkConfig)
+            else link
+        )
+        for name, link in config.links.items()
+    }
+    return config.model_copy(update={"links": links})
+
+
+def virtualize_serial(config: Config, folder: str) -> Config:
+    """The same bank with every serial link's port moved into `folder`: the simulator serves
+    each on a PTY linked from there, so the demo never opens a real adapter."""
+    links = {
+        name: (
+            link.model_copy(update={"port": str(Path(folder) / f"tty-{name}")})
+            if isinstance(link, SerialLinkConfig)
             else link
         )
         for name, link in config.links.items()
@@ -83,7 +100,8 @@ async def run_demo(
     extra_sinks: Sequence[Sink] = (),
 ) -> int:
     out = out or sys.stdout
-    config = virtualize(config)
+    serial_dir = tempfile.mkdtemp(prefix="bankwatch-demo-")
+    config = virtualize_serial(virtualize(config), serial_dir)
     sim_speed = speed or (config.simulation.speed if config.simulation else 1.0)
     clock = ScaledClock(sim_speed)
     counter = _Counter()
@@ -114,6 +132,7 @@ async def run_demo(
             sim_task.cancel()
     finally:
         await runner.close()
+        shutil.rmtree(serial_dir, ignore_errors=True)
     state = monitor.state
     summary = {
         "type": "summary",
@@ -134,10 +153,17 @@ async def run_demo(
         raised = ", ".join(f"{k} ×{n}" for k, n in counter.raised.items()) or "none"
         out.write(
             f"summary: {summary['simulated_s']:.0f} s of bank time at {sim_speed:g}x, "
-            f"{runner.frames_sent} CAN frames, alerts raised: {raised}\n"
+            f"{runner.frames_sent} CAN frames{_serial_summary(runner)}, alerts raised: {raised}\n"
         )
     out.flush()
     return 0
+
+
+def _serial_summary(runner: SimulatorRunner) -> str:
+    buses = runner.serial_buses.values()
+    if not buses:
+        return ""
+    return f", {sum(b.replies for b in buses)} serial replies"
 
 
 def _bank_time(runner: SimulatorRunner, speed: float) -> str:

@@ -20,7 +20,7 @@ from typing import Protocol, TextIO, runtime_checkable
 
 from bankwatch.daemon.alert_state import AlertStore, default_state_dir
 from bankwatch.daemon.clock import Clock, SystemClock
-from bankwatch.daemon.config import CanLinkConfig, Config
+from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
 from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
@@ -28,7 +28,8 @@ from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
 from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
-from bankwatch.drivers.registry import PROTOCOLS, CanDriver
+from bankwatch.drivers.links.serial import Device, SerialLine
+from bankwatch.drivers.registry import PROTOCOLS, CanDriver, serial_codec_for
 
 __all__ = [
     "AlertLogSink",
@@ -91,9 +92,13 @@ class Monitor:
         self._drivers: dict[str, list[tuple[str, CanDriver]]] = {}
         # Drivers that had frames since the last tick (see `collect`).
         self._fresh: dict[str, CanDriver] = {}
+        # Serial lines: one task each polls (or listens to) every device on its port.
+        self.serial_lines: dict[str, SerialLine] = {}
+        self._serial_devices: dict[str, list[Device]] = {}
         # Without links (the scenario runner), readings are put into `readings` directly.
         if open_links:
             self._build_drivers()
+            self._build_serial_lines()
         self.store = store
         self._saved_at: float | None = None
         self._failed_at: float | None = None
@@ -108,6 +113,14 @@ class Monitor:
             if src is None:
                 continue
             info = PROTOCOLS[src.protocol]
+            if info.link_kind == "serial":
+                codec = serial_codec_for(src.protocol, src.map, self.config.modbus_maps)
+                if codec is None:
+                    log.warning("protocol %s has no codec; %s is not read", src.protocol, subject)
+                    continue
+                device = Device(subject, src.address or 0, codec)
+                self._serial_devices.setdefault(src.link, []).append(device)
+                continue
             if info.can_driver is None:
                 log.warning("protocol %s has no driver yet; %s is not read", src.protocol, subject)
                 continue
@@ -116,7 +129,8 @@ class Monitor:
             self._drivers.setdefault(src.link, []).append((subject, driver))
         for link_name, link_cfg in self.config.links.items():
             if link_name not in self._drivers:
-                log.info("link %s: no battery uses it; not opened", link_name)
+                if link_name not in self._serial_devices:
+                    log.info("link %s: no battery uses it; not opened", link_name)
                 continue
             if isinstance(link_cfg, CanLinkConfig):
                 link = CanLink(link_name, link_cfg, self._frame_handler(link_name), self.clock)
@@ -131,7 +145,23 @@ class Monitor:
                         link, polled, self.clock, interval_s=link_cfg.poll_interval_s
                     )
             else:
-                log.warning("link %s: serial links are not supported yet; not opened", link_name)
+                log.warning("link %s: a serial link for CAN devices; not opened", link_name)
+
+    def _build_serial_lines(self) -> None:
+        for link_name, devices in self._serial_devices.items():
+            link_cfg = self.config.links[link_name]
+            if not isinstance(link_cfg, SerialLinkConfig):
+                log.warning("link %s: serial devices on a CAN link; not opened", link_name)
+                continue
+            self.serial_lines[link_name] = SerialLine(
+                link_name, link_cfg, devices, self._serial_reading, self.clock
+            )
+
+    def _serial_reading(self, subject: str, reading: Reading) -> None:
+        if subject == BANK:
+            self.bank_reading = reading.with_subject(self.topology.name)
+        else:
+            self.readings[subject] = reading.with_subject(self.topology.battery(subject).path)
 
     def _frame_handler(self, link_name: str) -> Callable[[int, bytes, bool, float], None]:
         drivers = self._drivers[link_name]
@@ -245,7 +275,9 @@ class Monitor:
             self._failed_at = now
 
     def link_statuses(self) -> list[LinkStatus]:
-        return [link.status for link in self.links.values()]
+        return [link.status for link in self.links.values()] + [
+            line.status for line in self.serial_lines.values()
+        ]
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -278,6 +310,8 @@ class Monitor:
                     tg.create_task(link.run(), name=f"link-{name}")
                 for name, poller in self.pollers.items():
                     tg.create_task(poller.run(), name=f"poll-{name}")
+                for name, line in self.serial_lines.items():
+                    tg.create_task(line.run(), name=f"serial-{name}")
                 for sink in self.sinks:
                     if isinstance(sink, RunningSink):
                         tg.create_task(sink.run(), name=f"sink-{type(sink).__name__}")
@@ -367,7 +401,7 @@ async def run_daemon(
         monitor.topology.name,
         monitor.topology.shape,
         len(monitor.topology.batteries()),
-        len(monitor.links),
+        len(monitor.links) + len(monitor.serial_lines),
     )
     try:
         await monitor.run(stop)

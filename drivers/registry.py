@@ -7,15 +7,25 @@ Adding a BMS: write its codec and driver module, then add one row here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bankwatch.daemon.model import Reading
+from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3
 from bankwatch.drivers.daly_can import DalyCanDriver
+from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
+from bankwatch.drivers.serial_codec import SerialCodec
 
-__all__ = ["PROTOCOLS", "CanDriver", "ProtocolInfo", "protocol_info"]
+__all__ = [
+    "PROTOCOLS",
+    "CanDriver",
+    "ProtocolInfo",
+    "protocol_info",
+    "serial_codec_for",
+    "serial_protocols",
+]
 
 LinkKind = Literal["can", "serial"]
 
@@ -43,6 +53,30 @@ class ProtocolInfo:
     summary: str
     # Builds the driver for one device: (subject, address) -> driver.
     can_driver: Callable[[str, int | None], CanDriver] | None = None
+    # Serial protocols: the codec (see drivers/serial_codec.py); the line polls or listens
+    # through it with the generic PollDriver / ListenDriver.
+    serial_codec: SerialCodec | None = None
+    # Serial protocols whose codec depends on the battery's source (modbus-map: its map):
+    # (map reference, the config's inline maps, the config's folder) -> codec.
+    serial_codec_factory: (
+        Callable[[str | None, Mapping[str, Any], str | None], SerialCodec] | None
+    ) = None
+
+
+def _serial(
+    codec: SerialCodec,
+    summary: str,
+    addressing: Literal["broadcast", "addressed"] = "addressed",
+) -> ProtocolInfo:
+    """The row of a serial protocol, read through its codec. A protocol without a bus address
+    (JBD, JK-B) is "broadcast" here in the registry's sense: one device per link."""
+    return ProtocolInfo(
+        name=codec.PROTOCOL,
+        link_kind="serial",
+        addressing=addressing,
+        summary=summary,
+        serial_codec=codec,
+    )
 
 
 PROTOCOLS: dict[str, ProtocolInfo] = {
@@ -65,9 +99,79 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
                 subject, 1 if address is None else address
             ),
         ),
+        # --- serial: one row per protocol -------------------------------------------------
+        _serial(pylontech_rs485.PYLONTECH, pylontech_rs485.PYLONTECH.summary),
+        _serial(pylontech_rs485.SEPLOS_V2, pylontech_rs485.SEPLOS_V2.summary),
+        _serial(pylontech_rs485.PACE, pylontech_rs485.PACE.summary),
+        _serial(pylontech_rs485.EG4, pylontech_rs485.EG4.summary),
+        _serial(
+            seplos_v3,
+            "Seplos v3 (Modbus RTU, 19200 baud): PIA/PIB/PIC blocks per pack, EIA/EIB/EIC "
+            "bank aggregates on the master (address 0)",
+        ),
+        _serial(
+            daly,
+            "Daly BMS (0xA5 frames, 9600 baud): 0x90-0x98, multi-frame cell and temperature "
+            "lists; address = board number (1 for a single BMS), or the host byte 0x80",
+        ),
+        _serial(
+            jbd,
+            "JBD / Xiaoxiang / Overkill (0xDD frames, 9600 baud): 0x03 basic info, 0x04 cells, "
+            "0x05 model; no bus address: one BMS per line",
+            addressing="broadcast",
+        ),
+        _serial(
+            jk_b,
+            "JK-B BMS (0x4E 0x57 read-all, 115200 baud); no bus address: one BMS per line",
+            addressing="broadcast",
+        ),
+        _serial(
+            jk_pb,
+            "JK-PB inverter BMS (0x55AA frames of its bus-master protocol, 115200 baud); "
+            "address = DIP switch 1-15 (0 makes a pack the bus master: listen instead)",
+        ),
+        ProtocolInfo(
+            name="modbus-map",
+            link_kind="serial",
+            addressing="addressed",
+            summary="any Modbus RTU BMS described by a register map (source.map)",
+            serial_codec_factory=lambda ref, inline, folder: _map_codec(ref, inline, folder),
+        ),
     )
 }
 
 
 def protocol_info(name: str) -> ProtocolInfo | None:
     return PROTOCOLS.get(name)
+
+
+def _map_codec(ref: str | None, inline: Mapping[str, Any], folder: str | None) -> SerialCodec:
+    from bankwatch.daemon.errors import ConfigError
+    from bankwatch.daemon.modbus_maps import resolve_map
+
+    if ref is None:
+        raise ConfigError("modbus-map", ["a battery on protocol 'modbus-map' needs source.map"])
+    return RegisterMapCodec(resolve_map(ref, inline=inline, config_dir=folder))
+
+
+def serial_codec_for(
+    protocol: str,
+    map_ref: str | None = None,
+    inline_maps: Mapping[str, Any] | None = None,
+    config_dir: str | None = None,
+) -> SerialCodec | None:
+    """The codec a battery on a serial protocol is read with; None for a CAN protocol. Raises
+    ConfigError when a map-described protocol's map cannot be found or is invalid."""
+    info = PROTOCOLS.get(protocol)
+    if info is None:
+        return None
+    if info.serial_codec is not None:
+        return info.serial_codec
+    if info.serial_codec_factory is not None:
+        return info.serial_codec_factory(map_ref, inline_maps or {}, config_dir)
+    return None
+
+
+def serial_protocols() -> dict[str, SerialCodec]:
+    """Every serial protocol's codec, by name (for decode, scan and sniff)."""
+    return {n: p.serial_codec for n, p in PROTOCOLS.items() if p.serial_codec is not None}

@@ -100,7 +100,11 @@ class BankSimulator:
             nominal_cells * _DEFAULT_CHARGE_V_PER_CELL[_SIM_CHEMISTRY[family]]
         )
         self.silent: set[str] = set()
+        # Serial links whose adapter is unplugged (the serial server closes their PTY).
+        self.unplugged: set[str] = set()
         for fault in sim.faults:
+            if fault.kind in ("unplug", "replug"):
+                continue
             battery_model = config.models[
                 next(b.model for _, b in config.batteries() if b.name == fault.battery)
             ]
@@ -162,6 +166,10 @@ class BankSimulator:
             self.silent.discard(name)
         elif kind in ("disconnect", "connect"):
             p.set_isolated(name, kind == "disconnect")
+        elif kind == "unplug":
+            self.unplugged.add(fault.link or "")
+        elif kind == "replug":
+            self.unplugged.discard(fault.link or "")
         else:
             assert value is not None  # the config requires one for these kinds
             if kind == "capacity_fade":

@@ -21,9 +21,12 @@ from collections.abc import Callable
 import can
 
 from bankwatch.daemon.clock import Clock, ScaledClock, SystemClock
-from bankwatch.daemon.config import CanLinkConfig, Config
+from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.errors import LinkError
+from bankwatch.drivers.registry import PROTOCOLS, serial_codec_for
+from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.bank import BankSimulator
+from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
 
 __all__ = ["SimulatorRunner", "serve"]
@@ -45,6 +48,9 @@ class SimulatorRunner:
         self._publishers: dict[str, Publish] = {}
         self._servers: list[SocketcandServer] = []
         self._buses: list[can.BusABC] = []
+        # Serial links, each on a PTY whose path the link's `port` symlinks to.
+        self.serial_buses: dict[str, SerialBus] = {}
+        self._serial_tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         links = self.sim.can_links()
@@ -77,8 +83,61 @@ class SimulatorRunner:
             )
             for name, link in members:
                 self._publishers[name] = _socketcand_publisher(server, link.channel)
+        self._open_serial()
+
+    def _open_serial(self) -> None:
+        """A PTY per serial link some battery talks on, answering through the codecs."""
+        devices: dict[str, list[SimDevice]] = {}
+        for _, b in self.sim.config.batteries():
+            src = b.source
+            info = None if src is None else PROTOCOLS.get(src.protocol)
+            if src is None or info is None or info.link_kind != "serial":
+                continue
+            codec = serial_codec_for(src.protocol, src.map, self.sim.config.modbus_maps)
+            if codec is None:
+                continue
+            devices.setdefault(src.link, []).append(
+                self._sim_device(b.name, src.address or 0, codec)
+            )
+        for name, devs in devices.items():
+            link = self.sim.config.links[name]
+            if not isinstance(link, SerialLinkConfig):
+                continue
+            bus = SerialBus(name, link, devs, speed=self.clock.speed)
+            try:
+                pty = bus.plug()
+            except LinkError:
+                for other in self.serial_buses.values():
+                    other.close()
+                raise
+            self.serial_buses[name] = bus
+            log.info("serial link %s on %s -> %s (%d baud)", name, link.port, pty, link.baud)
+            self._serial_tasks.append(asyncio.create_task(bus.run(), name=f"serial-sim-{name}"))
+
+    def _sim_device(self, name: str, address: int, codec: SerialCodec) -> SimDevice:
+        return SimDevice(
+            name=name,
+            address=address,
+            codec=codec,
+            reading=lambda: self.sim.reading(name, self.clock.monotonic()),
+            talking=lambda: name not in self.sim.silent,
+        )
+
+    def _sync_plugs(self) -> None:
+        for name, bus in self.serial_buses.items():
+            if name in self.sim.unplugged and bus.plugged:
+                bus.unplug()
+                log.warning("serial link %s: unplugged (%s removed)", name, bus.path)
+            elif name not in self.sim.unplugged and not bus.plugged:
+                pty = bus.plug()
+                log.warning("serial link %s: plugged back in (%s -> %s)", name, bus.path, pty)
 
     async def close(self) -> None:
+        for task in self._serial_tasks:
+            task.cancel()
+        await asyncio.gather(*self._serial_tasks, return_exceptions=True)
+        for serial_bus in self.serial_buses.values():
+            serial_bus.close()
         for server in self._servers:
             await server.stop()
         for bus in self._buses:
@@ -105,12 +164,13 @@ class SimulatorRunner:
                     "simulator: t=%.0f s: %s on %s%s",
                     at,
                     fault.kind,
-                    fault.battery,
+                    fault.link if fault.link is not None else fault.battery,
                     f" ({fault.protection})"
                     if fault.kind == "cutoff"
                     else (f" ({fault.value:g})" if fault.value is not None else ""),
                 )
             applied = len(self.sim.fault_log)
+            self._sync_plugs()
             self.publish_all()
             await asyncio.sleep(self.period_s / self.clock.speed)
 
@@ -139,6 +199,9 @@ async def serve(
     clock: Clock = SystemClock() if sim_speed == 1.0 else ScaledClock(sim_speed)
     runner = SimulatorRunner(config, clock)
     await runner.open()
+    for name, bus in runner.serial_buses.items():
+        # The paths to use: the link's port (what `bankwatch run` opens) and the PTY behind it.
+        print(f"serial link {name}: {bus.path} -> {bus.pty_path}", flush=True)
     stop = asyncio.Event()
     install_stop_signals(stop)
     log.info(

@@ -41,9 +41,12 @@ async def test_sniff_prints_every_frame_decoded() -> None:
     assert by_id["356"]["protocol"] == "error" and "needs at least 6" in str(by_id["356"])
 
 
-def test_sniff_of_a_serial_path_says_it_is_not_here(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sniff", "/dev/ttyUSB0"]) == 2
-    assert "serial port" in capsys.readouterr().err
+def test_sniff_of_a_serial_path_goes_to_the_serial_sniffer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No such adapter here: the serial sniffer says so (exit 3), the CAN one is not tried.
+    assert main(["sniff", "/dev/ttyUSB-bankwatch-none", "--duration", "1"]) == 3
+    assert "serial port /dev/ttyUSB-bankwatch-none: no such file" in capsys.readouterr().err
 
 
 def _log(tmp_path: Path, seconds: int, silent: range, cutoff_from: int) -> Path:
