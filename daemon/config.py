@@ -27,7 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.modbus_maps import ModbusMapConfig
@@ -549,6 +549,10 @@ class ScenarioConfig(_Strict):
 
 
 class Config(_Strict):
+    # The folder of the file the config was read from: relative paths in it (modbus-map files)
+    # are relative to the config, not to wherever the daemon was started.
+    _source_dir: str | None = PrivateAttr(default=None)
+
     bank: BankSection
     models: dict[Name, ModelConfig]
     links: dict[Name, LinkConfig] = Field(default_factory=dict)
@@ -560,6 +564,10 @@ class Config(_Strict):
     mqtt: MqttConfig | None = None
     influxdb: InfluxConfig | None = None
     scenario: ScenarioConfig | None = None
+
+    @property
+    def source_dir(self) -> str | None:
+        return self._source_dir
 
     def batteries(self) -> list[tuple[StringConfig, BatteryConfig]]:
         return [(s, b) for s in self.strings for b in s.batteries]
@@ -585,7 +593,9 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(p), ["is a directory, not a config file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read: {exc}"]) from exc
-    return parse_config(text, str(p))
+    config = parse_config(text, str(p))
+    config._source_dir = str(p.resolve().parent)
+    return config
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

@@ -114,7 +114,9 @@ class Monitor:
                 continue
             info = PROTOCOLS[src.protocol]
             if info.link_kind == "serial":
-                codec = serial_codec_for(src.protocol, src.map, self.config.modbus_maps)
+                codec = serial_codec_for(
+                    src.protocol, src.map, self.config.modbus_maps, self.config.source_dir
+                )
                 if codec is None:
                     log.warning("protocol %s has no codec; %s is not read", src.protocol, subject)
                     continue

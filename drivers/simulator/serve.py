@@ -93,7 +93,9 @@ class SimulatorRunner:
             info = None if src is None else PROTOCOLS.get(src.protocol)
             if src is None or info is None or info.link_kind != "serial":
                 continue
-            codec = serial_codec_for(src.protocol, src.map, self.sim.config.modbus_maps)
+            codec = serial_codec_for(
+                src.protocol, src.map, self.sim.config.modbus_maps, self.sim.config.source_dir
+            )
             if codec is None:
                 continue
             devices.setdefault(src.link, []).append(

@@ -339,3 +339,37 @@ def test_mutated_and_truncated_replies_only_raise_frame_error(
         frame[pos % len(frame)] = value
     with contextlib.suppress(FrameError):
         JK_MAP.decode(bytes(frame), request)
+
+
+def test_a_map_file_is_found_beside_the_config_wherever_the_daemon_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`map = "maps/pack.toml"` means beside the config file, not beside the shell."""
+    from bankwatch.daemon.config import load_config
+    from bankwatch.drivers.registry import serial_codec_for
+    from tests.helpers import REPO
+
+    (tmp_path / "site" / "maps").mkdir(parents=True)
+    shipped = REPO / "configs" / "modbus-maps" / "seplos-v3-pack.toml"
+    (tmp_path / "site" / "maps" / "pack.toml").write_text(shipped.read_text(encoding="utf-8"))
+    cfg = tmp_path / "site" / "bank.toml"
+    cfg.write_text(
+        '[bank]\nname = "b"\nchemistry = "lifepo4"\nnominal_voltage_v = 48\n'
+        '[models.p]\ncapacity_ah = 100\nnominal_voltage_v = 51.2\nchemistry = "lifepo4"\n'
+        '[links.rs485]\ntype = "serial"\nport = "/dev/ttyUSB0"\nbaud = 19200\n'
+        '[[strings]]\nname = "A"\nbatteries = [{ name = "p1", model = "p", source = '
+        '{ link = "rs485", protocol = "modbus-map", address = 1, map = "maps/pack.toml" } }]\n',
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(cfg)
+    assert config.source_dir == str(cfg.parent)
+    src = config.strings[0].batteries[0].source
+    assert src is not None
+    codec = serial_codec_for(src.protocol, src.map, config.modbus_maps, config.source_dir)
+    assert codec is not None and codec.poll_requests(1)
+    # and without the config's folder it would not have been found from here
+    with pytest.raises(ConfigError):
+        serial_codec_for(src.protocol, src.map, config.modbus_maps, None)
