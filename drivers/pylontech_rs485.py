@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from bankwatch.daemon.errors import FrameError
 from bankwatch.daemon.model import Alarm, Protection, Reading
@@ -294,6 +294,31 @@ def _cell_temps(temps: Sequence[float], cell_sensors: slice) -> tuple[float | No
     return min(group), max(group)
 
 
+def _temperature_fields(temps: tuple[float, ...], cell_sensors: slice) -> dict[str, Any]:
+    """A module's sensors as Reading fields: the cell group's extremes and the MOSFET (T6)."""
+    tmin, tmax = _cell_temps(temps, cell_sensors)
+    return {
+        "temperatures_c": temps or None,
+        "cell_temperature_min_c": tmin,
+        "cell_temperature_max_c": tmax,
+        "mosfet_temperature_c": temps[5] if len(temps) >= 6 else None,
+    }
+
+
+def _read_cells(p: _Info) -> tuple[float, ...]:
+    """The cell count and that many cell voltages (mV), as every variant sends them."""
+    m = p.u8("cell count")
+    return tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
+
+
+def _write_cells(out: _Out, r: Reading) -> tuple[float, ...]:
+    cells = r.cell_voltages_v or ()
+    out.u8(len(cells))
+    for v in cells:
+        out.u16(v * 1000)
+    return cells
+
+
 def _soc(remaining_ah: float, full_ah: float) -> float | None:
     return round(remaining_ah / full_ah * 100, 1) if full_ah > 0 else None
 
@@ -420,8 +445,7 @@ _DISCHARGE_FET = 0x04
 
 
 def _pylon_module(p: _Info) -> Reading:
-    m = p.u8("cell count")
-    cells = tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
+    cells = _read_cells(p)
     n = p.u8("temperature count")
     temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PYLON_T_OFFSET) for i in range(n))
     current = p.s16("current") / 10
@@ -433,7 +457,7 @@ def _pylon_module(p: _Info) -> Reading:
     if items >= 4:
         remaining = p.u24("remaining capacity (24-bit)")
         full = p.u24("total capacity (24-bit)")
-    tmin, tmax = _cell_temps(temps, slice(1, 5))
+    cell_sensors = slice(1, 5)  # T1 is the BMS board
     return Reading(
         pack_voltage_v=voltage,
         current_a=current,
@@ -442,10 +466,7 @@ def _pylon_module(p: _Info) -> Reading:
         full_charge_ah=full / 1000,
         cycles=cycles,
         cell_voltages_v=cells or None,
-        temperatures_c=temps or None,
-        cell_temperature_min_c=tmin,
-        cell_temperature_max_c=tmax,
-        mosfet_temperature_c=temps[5] if n >= 6 else None,
+        **_temperature_fields(temps, cell_sensors),
     )
 
 
@@ -462,10 +483,7 @@ def _pylon_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
 
 def _pylon_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0x10).u8(address)
-    cells = r.cell_voltages_v or ()
-    out.u8(len(cells))
-    for v in cells:
-        out.u16(v * 1000)
+    _write_cells(out, r)
     temps = _wire_temps(r)
     out.u8(len(temps))
     for t in temps:
@@ -645,8 +663,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p = _Info(info)
     p.u8("DATAFLAG")
     p.u8("pack number")
-    m = p.u8("cell count")
-    cells = tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
+    cells = _read_cells(p)
     n = p.u8("temperature count")
     temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PYLON_T_OFFSET) for i in range(n))
     current = p.s16("current") / 100
@@ -660,7 +677,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     soh = p.u16("SOH") / 10
     port = p.u16("port voltage") / 100
     # T1-T4 cells, T5 environment, T6 power (MOSFET).
-    tmin, tmax = _cell_temps(temps, slice(0, 4))
+    cell_sensors = slice(0, 4)
     p.done(8)
     return [
         Reading(
@@ -673,10 +690,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
             design_ah=design,
             cycles=cycles,
             cell_voltages_v=cells or None,
-            temperatures_c=temps or None,
-            cell_temperature_min_c=tmin,
-            cell_temperature_max_c=tmax,
-            mosfet_temperature_c=temps[5] if n >= 6 else None,
+            **_temperature_fields(temps, cell_sensors),
             extra=(("port_voltage_v", port),),
         )
     ]
@@ -684,10 +698,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
 
 def _seplos_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0).u8(address)
-    cells = r.cell_voltages_v or ()
-    out.u8(len(cells))
-    for v in cells:
-        out.u16(v * 1000)
+    _write_cells(out, r)
     temps = _wire_temps(r)
     out.u8(len(temps))
     for t in temps:
@@ -788,8 +799,7 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p = _Info(info)
     p.u8("flag")
     p.u8("bus id")
-    m = p.u8("cell count")
-    cells = tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
+    cells = _read_cells(p)
     n = p.u8("temperature count")
     temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PACE_T_OFFSET) for i in range(n))
     current = p.s16("current") / 100
@@ -799,7 +809,7 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     full = p.u16("full capacity") / 100
     cycles = p.u16("cycles")
     design = p.u16("design capacity") / 100
-    tmin, tmax = _cell_temps(temps, slice(0, 4))
+    cell_sensors = slice(0, 4)
     p.done()
     return [
         Reading(
@@ -812,20 +822,14 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
             design_ah=design,
             cycles=cycles,
             cell_voltages_v=cells or None,
-            temperatures_c=temps or None,
-            cell_temperature_min_c=tmin,
-            cell_temperature_max_c=tmax,
-            mosfet_temperature_c=temps[5] if n >= 6 else None,
+            **_temperature_fields(temps, cell_sensors),
         )
     ]
 
 
 def _pace_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0).u8(address)
-    cells = r.cell_voltages_v or ()
-    out.u8(len(cells))
-    for v in cells:
-        out.u16(v * 1000)
+    _write_cells(out, r)
     temps = _wire_temps(r)
     out.u8(len(temps))
     for t in temps:
@@ -960,8 +964,7 @@ def _eg4_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p = _Info(info)
     p.u8("DATAFLAG")
     p.u8("pack number")
-    m = p.u8("cell count")
-    cells = tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
+    cells = _read_cells(p)
     n = _eg4_temp_count(p, p.u8("temperature count"), _EG4_ANALOG_TAIL)
     temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _EG4_T_OFFSET) for i in range(n))
     current = p.s16("current") / 100
@@ -973,7 +976,7 @@ def _eg4_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     soc = p.u16("SOC")
     soh = p.u16("SOH")
     p.take(2 * 5, "cell and temperature extremes")
-    tmin, tmax = _cell_temps(temps, slice(0, 4))
+    cell_sensors = slice(0, 4)
     p.done(4 * 6 + 2 * 2)
     return [
         Reading(
@@ -985,20 +988,14 @@ def _eg4_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
             full_charge_ah=full,
             cycles=cycles,
             cell_voltages_v=cells or None,
-            temperatures_c=temps or None,
-            cell_temperature_min_c=tmin,
-            cell_temperature_max_c=tmax,
-            mosfet_temperature_c=temps[5] if n >= 6 else None,
+            **_temperature_fields(temps, cell_sensors),
         )
     ]
 
 
 def _eg4_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0x10).u8(address)
-    cells = r.cell_voltages_v or ()
-    out.u8(len(cells))
-    for v in cells:
-        out.u16(v * 1000)
+    cells = _write_cells(out, r)
     temps = _wire_temps(r)
     out.u8(4 if len(temps) == 6 else len(temps))
     for t in temps:
