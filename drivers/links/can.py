@@ -37,6 +37,7 @@ __all__ = [
     "CanPoller",
     "FrameHandler",
     "KeepAlive",
+    "LinkStateLog",
     "LinkStatus",
     "PollSource",
     "open_bus",
@@ -145,7 +146,34 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class CanLink:
+class LinkStateLog:
+    """What every link (CAN bus, serial line) does with its state: a change is logged once per
+    transition, not once per retry, and reported to whoever watches links."""
+
+    name: str
+    _state: LinkStateName
+    _detail: str
+    _on_state: Callable[[LinkStatus], None] | None
+
+    @property
+    def status(self) -> LinkStatus:
+        raise NotImplementedError
+
+    def _set_state(self, state: LinkStateName, detail: str) -> None:
+        if state == self._state:
+            self._detail = detail
+            return
+        old, self._state, self._detail = self._state, state, detail
+        logger = logging.getLogger(type(self).__module__)  # the link's own module's logger
+        if state == "up":
+            logger.info("link %s: up (%s)", self.name, detail)
+        elif old != "starting" or state == "down":
+            logger.warning("link %s: %s (%s)", self.name, state, detail)
+        if self._on_state is not None:
+            self._on_state(self.status)
+
+
+class CanLink(LinkStateLog):
     """One CAN bus, kept open for as long as the daemon runs."""
 
     def __init__(
@@ -206,19 +234,6 @@ class CanLink:
     def is_open(self) -> bool:
         """The bus is open (frames can be sent), whether or not anything has been heard."""
         return self._bus is not None
-
-    def _set_state(self, state: LinkStateName, detail: str) -> None:
-        # Logged once per transition, not once per retry.
-        if state == self._state:
-            self._detail = detail
-            return
-        old, self._state, self._detail = self._state, state, detail
-        if state == "up":
-            log.info("link %s: up (%s)", self.name, detail)
-        elif old != "starting" or state == "down":
-            log.warning("link %s: %s (%s)", self.name, state, detail)
-        if self._on_state is not None:
-            self._on_state(self.status)
 
     # --- the reader thread -------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from bankwatch.daemon.clock import Clock
 from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.daemon.errors import FrameError, LinkError
 from bankwatch.daemon.model import Reading
-from bankwatch.drivers.links.can import LinkStateName, LinkStatus
+from bankwatch.drivers.links.can import LinkStateLog, LinkStateName, LinkStatus
 from bankwatch.drivers.serial_codec import (
     ListenDriver,
     PollDriver,
@@ -288,7 +288,7 @@ def _reason(exc: BaseException) -> str:
 # --- the line ------------------------------------------------------------------------------------
 
 
-class SerialLine:
+class SerialLine(LinkStateLog):
     """One serial line, kept open for as long as the daemon runs."""
 
     def __init__(
@@ -345,18 +345,6 @@ class SerialLine:
             self.reopens,
             age,
         )
-
-    def _set_state(self, state: LinkStateName, detail: str) -> None:
-        if state == self._state:
-            self._detail = detail
-            return
-        old, self._state, self._detail = self._state, state, detail
-        if state == "up":
-            log.info("link %s: up (%s)", self.name, detail)
-        elif old != "starting" or state == "down":
-            log.warning("link %s: %s (%s)", self.name, state, detail)
-        if self._on_state is not None:
-            self._on_state(self.status)
 
     def _gap_s(self, codec: SerialCodec) -> float:
         wanted = self.config.gap_s if self.config.gap_s is not None else codec.GAP_S
