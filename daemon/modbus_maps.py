@@ -1,13 +1,13 @@
 """Register maps for protocol `modbus-map`: their TOML schema, loading and compilation.
 
 A map is written either inline in the bank config (`[modbus_maps.NAME]`) or in its own TOML
-file (shipped ones in configs/modbus-maps/); a battery names it in its source:
+file (shipped ones in drivers/maps/); a battery names it in its source:
 
     source = { link = "rs485", protocol = "modbus-map", address = 1, map = "seplos-v3-pack" }
 
 `map` is the name of an inline map, a path to a map file (relative to the config file), or the
 name of a file NAME.toml in a `modbus-maps/` folder beside the config file or in the shipped
-configs/modbus-maps/. A map file looks like:
+drivers/maps/. A map file looks like:
 
     description = "Seplos v3 pack blocks PIA/PIB/PIC"
     baud = 19200
@@ -46,6 +46,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+import bankwatch.drivers as _drivers
 from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.model import Alarm, Protection
 from bankwatch.drivers.modbus_map import (
@@ -72,7 +73,9 @@ __all__ = [
 ]
 
 # The maps shipped with bankwatch (present in a source checkout or an editable install).
-SHIPPED_MAPS = Path(__file__).resolve().parent.parent / "configs" / "modbus-maps"
+# Shipped maps are package data of bankwatch.drivers, so an installed bankwatch (not only a
+# checkout) finds them.
+SHIPPED_MAPS = Path(_drivers.__file__).resolve().parent / "maps"
 
 _PROTECTIONS = sorted(m.name.lower() for m in Protection if m.value and m.name)
 _ALARMS = sorted(m.name.lower() for m in Alarm if m.value and m.name)

@@ -1,7 +1,7 @@
 """Protocol `modbus-map`: any Modbus RTU BMS, described by a register map instead of code.
 
 A map (written in TOML, validated by bankwatch.daemon.modbus_maps, shipped examples in
-configs/modbus-maps/) lists entries: where a value lives (function code, address), how it is
+drivers/maps/) lists entries: where a value lives (function code, address), how it is
 stored (u8/s8/u16/s16/u32/s32/f32/str/bits, byte and word order, mask and shift), how it
 becomes a number (value = raw · scale + offset, in exact rational arithmetic so 5325 · 0.01 is
 53.25 and not 53.2500000001) and which Reading field it fills; integer entries may instead carry

@@ -31,7 +31,7 @@ JK_MAP = RegisterMapCodec(resolve_map("jk-pb"))
 
 
 def test_shipped_maps_live_in_configs() -> None:
-    assert SHIPPED_MAPS == REPO / "configs" / "modbus-maps"
+    assert SHIPPED_MAPS == REPO / "drivers" / "maps"
     assert {p.stem for p in SHIPPED_MAPS.glob("*.toml")} >= {"seplos-v3-pack", "jk-pb"}
     for path in SHIPPED_MAPS.glob("*.toml"):
         compile_map(load_map_file(path), path.stem)
@@ -350,7 +350,7 @@ def test_a_map_file_is_found_beside_the_config_wherever_the_daemon_runs(
     from tests.helpers import REPO
 
     (tmp_path / "site" / "maps").mkdir(parents=True)
-    shipped = REPO / "configs" / "modbus-maps" / "seplos-v3-pack.toml"
+    shipped = REPO / "drivers" / "maps" / "seplos-v3-pack.toml"
     (tmp_path / "site" / "maps" / "pack.toml").write_text(shipped.read_text(encoding="utf-8"))
     cfg = tmp_path / "site" / "bank.toml"
     cfg.write_text(
