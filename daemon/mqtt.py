@@ -626,7 +626,9 @@ class MqttSink:
             finally:
                 for task in (listen, send):
                     task.cancel()
-                await asyncio.gather(listen, send, return_exceptions=True)
+                # Bounded: a stop must never hang on a task that is slow to let go (seen in
+                # tests: an unbounded gather here could wait forever during a cancel).
+                await asyncio.wait({listen, send}, timeout=_PUBLISH_TIMEOUT_S)
             for task in done:
                 task.result()  # the MqttError that ended the session
             raise aiomqtt.MqttError("session ended")
