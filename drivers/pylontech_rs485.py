@@ -311,6 +311,17 @@ def _read_cells(p: _Info) -> tuple[float, ...]:
     return tuple(p.u16(f"cell {i + 1} voltage") / 1000 for i in range(m))
 
 
+def _read_temps(p: _Info, count: int, offset: int) -> tuple[float, ...]:
+    """`count` temperatures in 0.1 K with the variant's offset (2731, or Pace's 2730)."""
+    return tuple(_kelvin(p.u16(f"temperature {i + 1}"), offset) for i in range(count))
+
+
+def _write_temps(out: _Out, temps: Sequence[float], offset: int, count: int | None = None) -> None:
+    out.u8(len(temps) if count is None else count)
+    for t in temps:
+        out.u16(t * 10 + offset)
+
+
 def _write_cells(out: _Out, r: Reading) -> tuple[float, ...]:
     cells = r.cell_voltages_v or ()
     out.u8(len(cells))
@@ -446,8 +457,7 @@ _DISCHARGE_FET = 0x04
 
 def _pylon_module(p: _Info) -> Reading:
     cells = _read_cells(p)
-    n = p.u8("temperature count")
-    temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PYLON_T_OFFSET) for i in range(n))
+    temps = _read_temps(p, p.u8("temperature count"), _PYLON_T_OFFSET)
     current = p.s16("current") / 10
     voltage = p.u16("module voltage") / 1000
     remaining = p.u16("remaining capacity")
@@ -485,9 +495,7 @@ def _pylon_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0x10).u8(address)
     _write_cells(out, r)
     temps = _wire_temps(r)
-    out.u8(len(temps))
-    for t in temps:
-        out.u16(t * 10 + _PYLON_T_OFFSET)
+    _write_temps(out, temps, _PYLON_T_OFFSET)
     full_mah = (r.full_charge_ah or 0) * 1000
     remaining_mah = (r.remaining_ah or 0) * 1000
     big = full_mah > 0xFFFE
@@ -664,8 +672,7 @@ def _seplos_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.u8("DATAFLAG")
     p.u8("pack number")
     cells = _read_cells(p)
-    n = p.u8("temperature count")
-    temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PYLON_T_OFFSET) for i in range(n))
+    temps = _read_temps(p, p.u8("temperature count"), _PYLON_T_OFFSET)
     current = p.s16("current") / 100
     voltage = p.u16("pack voltage") / 100
     remaining = p.u16("residual capacity") / 100
@@ -700,9 +707,7 @@ def _seplos_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0).u8(address)
     _write_cells(out, r)
     temps = _wire_temps(r)
-    out.u8(len(temps))
-    for t in temps:
-        out.u16(t * 10 + _PYLON_T_OFFSET)
+    _write_temps(out, temps, _PYLON_T_OFFSET)
     out.s16((r.current_a or 0) * 100).u16((r.pack_voltage_v or 0) * 100)
     out.u16((r.remaining_ah or 0) * 100).u8(_SEPLOS_CUSTOM).u16((r.full_charge_ah or 0) * 100)
     out.u16((r.soc_pct or 0) * 10).u16((r.design_ah or r.full_charge_ah or 0) * 100)
@@ -800,8 +805,7 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.u8("flag")
     p.u8("bus id")
     cells = _read_cells(p)
-    n = p.u8("temperature count")
-    temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _PACE_T_OFFSET) for i in range(n))
+    temps = _read_temps(p, p.u8("temperature count"), _PACE_T_OFFSET)
     current = p.s16("current") / 100
     voltage = p.u16("pack voltage") / 1000
     remaining = p.u16("remaining capacity") / 100
@@ -831,9 +835,7 @@ def _pace_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0).u8(address)
     _write_cells(out, r)
     temps = _wire_temps(r)
-    out.u8(len(temps))
-    for t in temps:
-        out.u16(t * 10 + _PACE_T_OFFSET)
+    _write_temps(out, temps, _PACE_T_OFFSET)
     out.s16((r.current_a or 0) * 100).u16((r.pack_voltage_v or 0) * 1000)
     out.u16((r.remaining_ah or 0) * 100).u8(_PACE_CONSTANT).u16((r.full_charge_ah or 0) * 100)
     return out.u16(r.cycles or 0).u16((r.design_ah or r.full_charge_ah or 0) * 100).bytes()
@@ -966,7 +968,7 @@ def _eg4_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.u8("pack number")
     cells = _read_cells(p)
     n = _eg4_temp_count(p, p.u8("temperature count"), _EG4_ANALOG_TAIL)
-    temps = tuple(_kelvin(p.u16(f"temperature {i + 1}"), _EG4_T_OFFSET) for i in range(n))
+    temps = _read_temps(p, n, _EG4_T_OFFSET)
     current = p.s16("current") / 100
     voltage = p.u16("pack voltage") / 100
     remaining = p.u16("remaining capacity") / 100
@@ -997,9 +999,8 @@ def _eg4_analog_encode(r: Reading, address: int) -> bytes:
     out = _Out().u8(0x10).u8(address)
     cells = _write_cells(out, r)
     temps = _wire_temps(r)
-    out.u8(4 if len(temps) == 6 else len(temps))
-    for t in temps:
-        out.u16(t * 10 + _EG4_T_OFFSET)
+    # EG4 counts four temperatures when it sends six (see _eg4_temp_count).
+    _write_temps(out, temps, _EG4_T_OFFSET, count=4 if len(temps) == 6 else len(temps))
     out.s16((r.current_a or 0) * 100).u16((r.pack_voltage_v or 0) * 100)
     out.u16((r.remaining_ah or 0) * 100).u16((r.full_charge_ah or 0) * 100).u16(r.cycles or 0)
     out.u8(_EG4_CONSTANT).u16(r.soc_pct or 0).u16(r.soh_pct if r.soh_pct is not None else 100)
