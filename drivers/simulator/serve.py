@@ -137,7 +137,9 @@ class SimulatorRunner:
     async def close(self) -> None:
         for task in self._serial_tasks:
             task.cancel()
-        await asyncio.gather(*self._serial_tasks, return_exceptions=True)
+        if self._serial_tasks:
+            # Bounded, as in the MQTT sink: closing must never hang on a slow task.
+            await asyncio.wait(self._serial_tasks, timeout=5.0)
         for serial_bus in self.serial_buses.values():
             serial_bus.close()
         for server in self._servers:
