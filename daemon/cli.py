@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from importlib import resources
 
 from bankwatch.daemon.config import Config, SerialLinkConfig, load_config, parse_config
-from bankwatch.daemon.errors import BankwatchError, ConfigError, FrameError, UsageError
 from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.supervision import use_journal_format
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.errors import BankwatchError, ConfigError, FrameError, UsageError
 
 __all__ = ["main"]
 

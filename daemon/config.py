@@ -29,9 +29,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.modbus_maps import ModbusMapConfig
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
+from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [

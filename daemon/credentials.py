@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from bankwatch.daemon.errors import ConfigError
+from bankwatch.drivers.errors import ConfigError
 
 __all__ = ["CREDENTIAL_UNIT_ID", "Secret", "find_secret"]
 

@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import Reading
 from bankwatch.drivers import daly_can, pylontech_can
+from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = ["decode_frames", "parse_candump"]

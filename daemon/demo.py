@@ -27,14 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bankwatch.daemon.clock import ScaledClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
 from bankwatch.daemon.detectors import AlertEvent
-from bankwatch.daemon.errors import UsageError
 from bankwatch.daemon.scenario import ScenarioRun
 from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_signals
 from bankwatch.daemon.topology import BankState
+from bankwatch.drivers.clock import ScaledClock
+from bankwatch.drivers.errors import UsageError
 from bankwatch.drivers.simulator.serve import SimulatorRunner
 
 __all__ = ["run_demo", "run_scenario_demo", "virtualize", "virtualize_serial"]

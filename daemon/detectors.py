@@ -42,8 +42,8 @@ from bankwatch.daemon.history import (
     Preceded,
     group_refs,
 )
-from bankwatch.daemon.model import Reading, flag_names
 from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
+from bankwatch.drivers.model import Reading, flag_names
 
 __all__ = [
     "DETECTORS",

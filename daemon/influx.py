@@ -52,10 +52,10 @@ from influxdb_client.rest import ApiException
 from bankwatch.daemon.alert_state import default_state_dir
 from bankwatch.daemon.credentials import Secret
 from bankwatch.daemon.detectors import Alert, AlertEvent
-from bankwatch.daemon.model import Reading, flag_names
 from bankwatch.daemon.publish_config import InfluxConfig
 from bankwatch.daemon.spool import Spool
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.model import Reading, flag_names
 
 if TYPE_CHECKING:
     from bankwatch.daemon.service import Monitor

@@ -47,8 +47,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import bankwatch.drivers as _drivers
-from bankwatch.daemon.errors import ConfigError
-from bankwatch.daemon.model import Alarm, Protection
+from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.modbus_map import (
     BOOL_FIELDS,
     FLOAT_FIELDS,
@@ -60,6 +59,7 @@ from bankwatch.drivers.modbus_map import (
     MapError,
     RegisterMap,
 )
+from bankwatch.drivers.model import Alarm, Protection
 
 __all__ = [
     "SHIPPED_MAPS",

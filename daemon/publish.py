@@ -18,12 +18,12 @@ from pydantic import ValidationError
 
 from bankwatch.daemon.config import Config
 from bankwatch.daemon.credentials import Secret, find_secret
-from bankwatch.daemon.errors import ConfigError, UsageError
 from bankwatch.daemon.influx import InfluxSink, V1Writer, V2Writer, Writer, default_spool_dir
 from bankwatch.daemon.mqtt import MqttSink
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig, parse_mqtt_url
 from bankwatch.daemon.service import Sink
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.errors import ConfigError, UsageError
 
 __all__ = ["apply_publish_args", "build_publish_sinks"]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import can
 
-from bankwatch.daemon.clock import ManualClock
 from bankwatch.daemon.config import CanLinkConfig, Config, parse_config
 from bankwatch.daemon.detectors import AlertEvent
-from bankwatch.daemon.errors import ConfigError, FrameError, UsageError
 from bankwatch.daemon.service import Monitor, Sink
 from bankwatch.daemon.topology import BankState
+from bankwatch.drivers.clock import ManualClock
+from bankwatch.drivers.errors import ConfigError, FrameError, UsageError
 
 __all__ = ["DEFAULT_CONFIG", "AlertCounter", "LogFrame", "parse_log", "replay"]
 

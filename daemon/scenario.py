@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bankwatch.daemon.alerts import RANK, AlertEvent
-from bankwatch.daemon.clock import ManualClock
 from bankwatch.daemon.config import Config, ExpectConfig, ForbidConfig, load_config
-from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.service import Monitor, Sink
 from bankwatch.daemon.topology import BankState
+from bankwatch.drivers.clock import ManualClock
+from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.simulator.bank import BankSimulator
 
 __all__ = [

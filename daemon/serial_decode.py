@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.registry import serial_protocols
 from bankwatch.drivers.serial_codec import SerialCodec, merge_parts
 

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.errors import FrameError, LinkError, UsageError
-from bankwatch.daemon.model import Protection, Reading, flag_names
+from bankwatch.drivers.clock import SystemClock
+from bankwatch.drivers.errors import FrameError, LinkError, UsageError
 from bankwatch.drivers.links.serial import FrameSplitter, SerialLine, SerialPort
+from bankwatch.drivers.model import Protection, Reading, flag_names
 from bankwatch.drivers.registry import PROTOCOLS, serial_protocols
 from bankwatch.drivers.serial_codec import PollDriver, SerialCodec, info_requests
 

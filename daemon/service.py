@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
 from bankwatch.daemon.alert_state import AlertStore, default_state_dir
-from bankwatch.daemon.clock import Clock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
-from bankwatch.daemon.model import Reading
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
 from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.clock import Clock, SystemClock
 from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
 from bankwatch.drivers.links.serial import Device, SerialLine
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.registry import PROTOCOLS, CanDriver, serial_codec_for
 
 __all__ = [

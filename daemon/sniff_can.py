@@ -23,12 +23,12 @@ import sys
 from collections import Counter
 from typing import Any, TextIO
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import CanLinkConfig, load_config
-from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import flag_names
 from bankwatch.drivers import daly_can, pylontech_can
+from bankwatch.drivers.clock import SystemClock
+from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.links.can import CanLink
+from bankwatch.drivers.model import flag_names
 
 __all__ = ["add_can_arguments", "decode_any", "link_config_from_args", "run_sniff_can"]
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bankwatch.daemon.config import CELL_NOMINAL_V, Config, ModelConfig, SourceConfig
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.model import Reading
 
 __all__ = [
     "IDLE_C_RATE",

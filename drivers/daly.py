@@ -50,8 +50,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bankwatch.daemon.errors import UsageError
-from bankwatch.daemon.model import Alarm, Protection, Reading, merge_readings
+from bankwatch.drivers.errors import UsageError
+from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
 from bankwatch.drivers.uart_common import (
     ChecksumError,
     FrameLengthError,

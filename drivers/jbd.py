@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.daemon.model import Protection, Reading
+from bankwatch.drivers.model import Protection, Reading
 from bankwatch.drivers.uart_common import (
     ChecksumError,
     ErrorReplyError,

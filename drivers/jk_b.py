@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bankwatch.daemon.model import Alarm, Reading
+from bankwatch.drivers.model import Alarm, Reading
 from bankwatch.drivers.uart_common import (
     ChecksumError,
     FrameLengthError,

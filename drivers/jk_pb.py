@@ -43,8 +43,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.daemon.errors import UsageError
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.errors import UsageError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from bankwatch.drivers.uart_common import (
     ChecksumError,
     FrameLengthError,

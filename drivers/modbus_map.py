@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, Final, Literal
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Protection, Reading
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.modbus_rtu import (
     ExceptionReply,
     ExceptionReplyError,
@@ -35,6 +34,7 @@ from bankwatch.drivers.modbus_rtu import (
     ReadReply,
     ReadRequest,
 )
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "BOOL_FIELDS",

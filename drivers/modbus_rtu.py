@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from bankwatch.daemon.errors import FrameError
+from bankwatch.drivers.errors import FrameError
 
 __all__ = [
     "EXCEPTION_NAMES",

@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "BROADCAST_IDS",

@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "EG4",

@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bankwatch.daemon.model import Reading
 from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3
 from bankwatch.drivers.daly_can import DalyCanDriver
 from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
 
@@ -146,8 +146,8 @@ def protocol_info(name: str) -> ProtocolInfo | None:
 
 
 def _map_codec(ref: str | None, inline: Mapping[str, Any], folder: str | None) -> SerialCodec:
-    from bankwatch.daemon.errors import ConfigError
     from bankwatch.daemon.modbus_maps import resolve_map
+    from bankwatch.drivers.errors import ConfigError
 
     if ref is None:
         raise ConfigError("modbus-map", ["a battery on protocol 'modbus-map' needs source.map"])

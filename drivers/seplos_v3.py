@@ -34,9 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Reading
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.modbus_rtu import (
     ExceptionReply,
     ExceptionReplyError,
@@ -44,6 +43,7 @@ from bankwatch.drivers.modbus_rtu import (
     ReadReply,
     ReadRequest,
 )
+from bankwatch.drivers.model import Alarm, Reading
 
 __all__ = [
     "BLOCKS",

@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Reading, merge_readings
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Reading, merge_readings
 
 __all__ = [
     "BITS_PER_CHAR",

@@ -19,7 +19,7 @@ __all__ = [
     "clamp",
 ]
 
-from bankwatch.daemon.errors import FrameError
+from bankwatch.drivers.errors import FrameError
 
 
 class ChecksumError(FrameError):

@@ -8,8 +8,8 @@ from types import ModuleType
 
 import pytest
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Reading
 
 CONTRACT_NAMES = (
     "PROTOCOL",

@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 
 from bankwatch.daemon.cli import demo_config
-from bankwatch.daemon.clock import ManualClock
 from bankwatch.daemon.config import Config, FaultConfig
 from bankwatch.daemon.detectors import AlertEvent
 from bankwatch.daemon.service import Monitor, Sink
+from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.simulator.bank import BankSimulator
 
 

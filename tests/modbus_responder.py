@@ -13,8 +13,8 @@ import threading
 import tty
 from collections.abc import Callable
 
-from bankwatch.daemon.errors import FrameError
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.errors import FrameError
 
 __all__ = ["PtyResponder"]
 

@@ -27,9 +27,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import can
 
-from bankwatch.daemon.clock import Clock
 from bankwatch.daemon.config import CanLinkConfig
-from bankwatch.daemon.errors import FrameError, LinkError
+from bankwatch.drivers.clock import Clock
+from bankwatch.drivers.errors import FrameError, LinkError
 
 __all__ = [
     "BusStateName",

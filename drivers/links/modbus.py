@@ -25,8 +25,8 @@ from typing import Any, Final
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from bankwatch.daemon.errors import LinkError
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.errors import LinkError
 from bankwatch.drivers.modbus_rtu import ExceptionReplyError, ModbusFrameError, ReadRequest
 
 __all__ = ["ModbusLink", "RegisterBlock"]

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import serial
 
-from bankwatch.daemon.clock import Clock
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.errors import FrameError, LinkError
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.clock import Clock
+from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.can import LinkStateLog, LinkStateName, LinkStatus
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.serial_codec import (
     ListenDriver,
     PollDriver,

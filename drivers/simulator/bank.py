@@ -16,9 +16,9 @@ from bankwatch.daemon.config import (
     FaultConfig,
     SimulationConfig,
 )
-from bankwatch.daemon.errors import ConfigError
-from bankwatch.daemon.model import Protection, Reading
 from bankwatch.drivers import pylontech_can
+from bankwatch.drivers.errors import ConfigError
+from bankwatch.drivers.model import Protection, Reading
 from bankwatch.drivers.simulator.physics import BatterySpec, SimBank
 from bankwatch.drivers.simulator.profile import Profile, profile_from_name
 

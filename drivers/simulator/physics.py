@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "CHEMISTRIES",

@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.errors import FrameError, LinkError
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.serial import FrameSplitter
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.serial_codec import SerialCodec, t35_s, wire_time_s
 
 __all__ = ["SerialBus", "SimDevice"]

@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import can
 
-from bankwatch.daemon.clock import Clock, ScaledClock, SystemClock
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
-from bankwatch.daemon.errors import LinkError
+from bankwatch.drivers.clock import Clock, ScaledClock, SystemClock
+from bankwatch.drivers.errors import LinkError
 from bankwatch.drivers.registry import PROTOCOLS, serial_codec_for
 from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.bank import BankSimulator

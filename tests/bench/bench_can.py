@@ -73,9 +73,9 @@ def bench_codec(rounds: int = 20000) -> tuple[float, float, float, float]:
     deferred to the tick); `decode_fields` alone (what cantools does); cantools."""
     import cantools
 
-    from bankwatch.daemon.clock import ManualClock
     from bankwatch.daemon.config import parse_config
     from bankwatch.daemon.service import Monitor
+    from bankwatch.drivers.clock import ManualClock
 
     broadcasts = _broadcasts()
     frames = _frames()
@@ -153,9 +153,9 @@ async def _serve(port: int, fps: int, seconds: float) -> None:
 
 
 async def bench_saturated(seconds: float) -> dict[str, float]:
-    from bankwatch.daemon.clock import SystemClock
     from bankwatch.daemon.config import parse_config
     from bankwatch.daemon.service import Monitor
+    from bankwatch.drivers.clock import SystemClock
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.bench_can", "--serve", str(seconds)],

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from bankwatch.daemon.config import Config, parse_config
 from bankwatch.daemon.detectors import BankAnalyzer, DetectContext, run_detectors
-from bankwatch.daemon.model import Reading
 from bankwatch.daemon.scenario import ScenarioRun, load_scenario
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.simulator.bank import BankSimulator
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.links.serial import Device, SerialLine
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.registry import serial_codec_for
 from bankwatch.drivers.serial_codec import t35_s, wire_time_s
 from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-from bankwatch.daemon.model import Reading
 from bankwatch.drivers import daly, jbd, jk_b, jk_pb
+from bankwatch.drivers.model import Reading
 from tests.helpers import load_vectors
 
 READING = Reading(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from bankwatch.drivers.pylontech_can import encode_reading
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
 

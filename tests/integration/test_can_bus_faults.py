@@ -17,9 +17,9 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.service import Monitor
+from bankwatch.drivers.clock import SystemClock
 from tests.helpers import REPO
 from tests.integration.test_can_link import eventually
 

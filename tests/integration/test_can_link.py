@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import can
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import CanLinkConfig
+from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.links.can import CanLink
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
 

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 import can
 import pytest
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import CanLinkConfig, parse_config
-from bankwatch.daemon.model import Protection, Reading
 from bankwatch.daemon.service import Monitor
+from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.daly_can import encode_replies, split_id
 from bankwatch.drivers.links.can import CanLink
+from bankwatch.drivers.model import Protection, Reading
 from tests.integration.test_can_link import eventually
 
 _COUNTER = itertools.count()

@@ -11,9 +11,9 @@ import pytest
 
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.model import Reading
 from bankwatch.daemon.serial_tools import is_serial_port, parse_addresses, scan, scan_report, sniff
 from bankwatch.drivers import daly
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.pylontech_rs485 import PYLONTECH, SEPLOS_V2
 from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bankwatch.daemon.clock import SystemClock
 from bankwatch.daemon.config import SerialLinkConfig
-from bankwatch.daemon.errors import LinkError
-from bankwatch.daemon.model import Reading
+from bankwatch.drivers.clock import SystemClock
+from bankwatch.drivers.errors import LinkError
 from bankwatch.drivers.links.serial import Device, FrameSplitter, SerialLine, SerialPort
+from bankwatch.drivers.model import Reading
 from bankwatch.drivers.pylontech_rs485 import PYLONTECH, SEPLOS_V2
 from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice

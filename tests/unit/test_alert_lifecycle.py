@@ -13,10 +13,10 @@ import pytest
 
 from bankwatch.daemon.alert_state import AlertStore, default_state_dir
 from bankwatch.daemon.alerts import Alert, AlertTracker, Condition, level, merge_conditions
-from bankwatch.daemon.clock import ManualClock
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.model import Protection
 from bankwatch.daemon.service import Monitor
+from bankwatch.drivers.clock import ManualClock
+from bankwatch.drivers.model import Protection
 from tests.unit.test_detectors import bank_toml, healthy
 
 

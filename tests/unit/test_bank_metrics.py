@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.model import Reading
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.model import Reading
 from tests.unit.test_topology import bank_toml, custom_bank_toml
 
 NOW = 100.0

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.config import Config, load_config, parse_config
-from bankwatch.daemon.errors import ConfigError
+from bankwatch.drivers.errors import ConfigError
 
 FILE = "bank.toml"
 

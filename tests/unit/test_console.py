@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import re
 
-from bankwatch.daemon.clock import ManualClock
 from bankwatch.daemon.config import Config, load_config, parse_config
 from bankwatch.daemon.console import WIDTH, ConsoleView, render
 from bankwatch.daemon.detectors import AlertTracker, Condition, detect_cutoff, detect_link_lost
-from bankwatch.daemon.model import Alarm, Protection, Reading
 from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.clock import ManualClock
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from tests.helpers import REPO
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError, UsageError
-from bankwatch.daemon.model import Alarm, Protection, Reading
 from bankwatch.drivers import daly
+from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from bankwatch.drivers.uart_common import ChecksumError, IncompleteError, UnknownCommandError
 from tests.codec_checks import (
     check_contract,

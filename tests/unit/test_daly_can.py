@@ -9,8 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Protection, Reading
 from bankwatch.drivers.daly_can import (
     HOST_ADDRESS,
     PAYLOADS,
@@ -22,6 +20,8 @@ from bankwatch.drivers.daly_can import (
     request_frame,
     split_id,
 )
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from tests.helpers import load_vectors
 
 VECTORS = load_vectors("daly")

@@ -11,7 +11,7 @@ from typing import Any
 import cantools
 import pytest
 
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from bankwatch.drivers.pylontech_can import FRAME_IDS, decode_frame, encode_frame
 from tests.helpers import REPO
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bankwatch.daemon.config import ALERT_KINDS, DetectConfig, parse_config
-from bankwatch.daemon.errors import ConfigError
+from bankwatch.drivers.errors import ConfigError
 from tests.unit.test_detectors import bank_toml
 
 BASE = bank_toml(2, 2)

@@ -24,8 +24,8 @@ from bankwatch.daemon.detectors import (
     detect_voltage_inconsistency,
     run_detectors,
 )
-from bankwatch.daemon.model import Protection, Reading
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.model import Protection, Reading
 from tests.unit.test_detectors import bank_toml, healthy
 
 # --- building banks, states and contexts ---------------------------------------------------------

@@ -20,8 +20,8 @@ from bankwatch.daemon.detectors import (
     detect_cutoff,
     detect_link_lost,
 )
-from bankwatch.daemon.model import Alarm, Protection, Reading
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 # --- building banks and readings -----------------------------------------------------------------
 

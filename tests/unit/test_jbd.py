@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Protection, Reading, merge_readings
 from bankwatch.drivers import jbd
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Protection, Reading, merge_readings
 from bankwatch.drivers.uart_common import (
     ChecksumError,
     ErrorReplyError,

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.errors import ConfigError, FrameError
 from bankwatch.daemon.modbus_maps import (
     SHIPPED_MAPS,
     compile_map,
@@ -20,9 +19,10 @@ from bankwatch.daemon.modbus_maps import (
     parse_map,
     resolve_map,
 )
-from bankwatch.daemon.model import Alarm, Protection, Reading, merge_readings
 from bankwatch.drivers import modbus_rtu, seplos_v3
+from bankwatch.drivers.errors import ConfigError, FrameError
 from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
 from tests.helpers import REPO, load_vectors
 
 VECTORS = {v["id"]: bytes.fromhex(v["frame_hex"]) for v in load_vectors("seplos_v3_modbus")}

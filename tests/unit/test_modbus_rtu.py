@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError
 from bankwatch.drivers import modbus_rtu as m
+from bankwatch.drivers.errors import FrameError
 from tests.helpers import load_vectors
 
 VECTORS = load_vectors("seplos_v3_modbus")

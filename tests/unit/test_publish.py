@@ -11,14 +11,14 @@ import pytest
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.credentials import Secret, find_secret
-from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.influx import Measurement, alert_points, default_spool_dir, state_points
-from bankwatch.daemon.model import Protection, Reading
 from bankwatch.daemon.mqtt import Topics
 from bankwatch.daemon.publish import build_publish_sinks
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig, parse_mqtt_url
 from bankwatch.daemon.spool import Spool
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.errors import ConfigError
+from bankwatch.drivers.model import Protection, Reading
 from tests.driven_bank import DrivenBank, quiet_demo_config
 
 # --- the --mqtt URL -------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Protection, Reading
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Alarm, Protection, Reading
 from bankwatch.drivers.pylontech_rs485 import (
     EG4,
     PACE,

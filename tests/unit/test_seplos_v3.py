@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.daemon.errors import FrameError
-from bankwatch.daemon.model import Alarm, Reading, merge_readings
 from bankwatch.drivers import modbus_rtu, seplos_v3
+from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.model import Alarm, Reading, merge_readings
 from tests.helpers import load_vectors
 
 VECTORS = load_vectors("seplos_v3_modbus")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.errors import ConfigError
-from bankwatch.daemon.model import Protection
+from bankwatch.drivers.errors import ConfigError
+from bankwatch.drivers.model import Protection
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.simulator.bank import BankSimulator
 from tests.helpers import REPO

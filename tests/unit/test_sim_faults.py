@@ -8,7 +8,7 @@ import re
 import pytest
 
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.errors import ConfigError
+from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.simulator.bank import BankSimulator
 from tests.helpers import REPO
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bankwatch.daemon.model import Alarm, Protection
+from bankwatch.drivers.model import Alarm, Protection
 from bankwatch.drivers.simulator.physics import (
     BankSnapshot,
     BatterySpec,

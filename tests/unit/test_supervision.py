@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 
 from bankwatch.daemon.cli import main
-from bankwatch.daemon.clock import ManualClock, SystemClock
 from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.credentials import find_secret
-from bankwatch.daemon.errors import ConfigError
 from bankwatch.daemon.sdnotify import Notifier
 from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.supervision import (
@@ -26,6 +24,8 @@ from bankwatch.daemon.supervision import (
     SystemdSink,
     on_journal,
 )
+from bankwatch.drivers.clock import ManualClock, SystemClock
+from bankwatch.drivers.errors import ConfigError
 from tests.helpers import REPO
 
 ONE_LINK = """

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.daemon.config import Config, parse_config
-from bankwatch.daemon.model import Reading
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.model import Reading
 
 # --- building configs ----------------------------------------------------------------------------
 
