@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3
+from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3, vedirect
 from bankwatch.drivers.daly_can import DalyCanDriver
 from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.model import Reading
@@ -129,6 +129,12 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             jk_pb,
             "JK-PB inverter BMS (0x55AA frames of its bus-master protocol, 115200 baud); "
             "address = DIP switch 1-15 (0 makes a pack the bus master: listen instead)",
+        ),
+        _serial(
+            vedirect,
+            "Victron VE.Direct text protocol (19200 baud): a SmartShunt or BMV battery monitor "
+            "as the bank's meter; it talks unasked, so its line only listens",
+            addressing="broadcast",
         ),
         ProtocolInfo(
             name="modbus-map",
