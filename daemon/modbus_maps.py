@@ -16,6 +16,7 @@ drivers/maps/. A map file looks like:
     word_order = "big"         # "little": low word first in 32-bit values
     max_read = 125             # registers per read when coalescing
     max_gap = 0                # unmapped registers a read may span to join two entries
+    scan_addresses = [247]     # addresses `bankwatch scan` tries besides 0-15
 
     [[entries]]
     function = 4               # 1/2 coils/discrete inputs, 3 holding, 4 input registers
@@ -199,6 +200,8 @@ class ModbusMapConfig(_Strict):
     word_order: Order = "big"
     max_read: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=250)] = 0
+    # Addresses `bankwatch scan` tries besides 0-15 (a maker's factory default, such as 247).
+    scan_addresses: list[Annotated[int, Field(ge=1, le=247)]] = Field(default_factory=list)
     entries: Annotated[list[MapEntryConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -244,6 +247,7 @@ def compile_map(config: ModbusMapConfig, name: str) -> RegisterMap:
             gap_s=config.gap_s,
             reply_timeout_s=config.reply_timeout_s,
             description=config.description,
+            scan_addresses=tuple(config.scan_addresses),
         )
     except MapError as exc:
         raise ConfigError(f"modbus map {name!r}", [str(exc)]) from None

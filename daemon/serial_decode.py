@@ -15,7 +15,7 @@ from typing import Any
 
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.registry import serial_protocols
+from bankwatch.drivers.registry import MAP_PREFIX, serial_codecs
 from bankwatch.drivers.serial_codec import SerialCodec, merge_parts
 
 __all__ = ["decode_serial_frames", "parse_wire_hex"]
@@ -58,9 +58,12 @@ def _whole_frame(codec: SerialCodec, raw: bytes) -> None:
 
 
 def decode_serial_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
-    codecs = serial_protocols()
+    codecs = serial_codecs()
     codec = codecs.get(protocol)
     if codec is None:
+        maps = ", ".join(n for n in codecs if n.startswith(MAP_PREFIX))
+        if protocol == "modbus-map" or protocol.startswith(MAP_PREFIX):
+            raise UsageError(f"{protocol!r}: name a shipped register map ({maps})")
         raise UsageError(f"protocol {protocol!r} is not a serial protocol")
     decode_modules: Callable[[bytes, bytes | None], list[Reading]] | None = getattr(
         codec, "decode_modules", None

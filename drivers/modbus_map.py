@@ -168,6 +168,7 @@ class RegisterMap:
     gap_s: float = 0.004
     reply_timeout_s: float = 0.5
     description: str = ""
+    scan_addresses: tuple[int, ...] = ()
 
     @classmethod
     def build(
@@ -182,6 +183,7 @@ class RegisterMap:
         gap_s: float = 0.004,
         reply_timeout_s: float = 0.5,
         description: str = "",
+        scan_addresses: tuple[int, ...] = (),
     ) -> RegisterMap:
         entries = tuple(entries)
         if not entries:
@@ -189,7 +191,17 @@ class RegisterMap:
         _check_targets(entries)
         blocks = _coalesce(entries, addressing, max_read, max_gap)
         _check_grouped(entries, blocks, addressing)
-        return cls(name, entries, blocks, addressing, baud, gap_s, reply_timeout_s, description)
+        return cls(
+            name,
+            entries,
+            blocks,
+            addressing,
+            baud,
+            gap_s,
+            reply_timeout_s,
+            description,
+            scan_addresses,
+        )
 
     # --- where things are -----------------------------------------------------------------------
 
@@ -449,6 +461,8 @@ class RegisterMapCodec:
         self.DEFAULT_BAUD = register_map.baud
         self.GAP_S = register_map.gap_s
         self.REPLY_TIMEOUT_S = register_map.reply_timeout_s
+        # Tried by `bankwatch scan` besides 0-15.
+        self.SCAN_ADDRESSES = register_map.scan_addresses
 
     @staticmethod
     def frame_length(buf: bytes) -> int | None:

@@ -19,11 +19,13 @@ from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
 
 __all__ = [
+    "MAP_PREFIX",
     "PROTOCOLS",
     "CanDriver",
     "ProtocolInfo",
     "protocol_info",
     "serial_codec_for",
+    "serial_codecs",
     "serial_protocols",
 ]
 
@@ -147,7 +149,15 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
 }
 
 
+# `bankwatch decode`, `scan` and `sniff` name a shipped register map as a protocol of its own:
+# "modbus-map:renogy-smart-lfp" is protocol "modbus-map" with map "renogy-smart-lfp".
+MAP_PREFIX = "modbus-map:"
+
+
 def protocol_info(name: str) -> ProtocolInfo | None:
+    """The row of a protocol, or of "modbus-map" for a "modbus-map:MAP" name."""
+    if name.startswith(MAP_PREFIX):
+        return PROTOCOLS.get("modbus-map")
     return PROTOCOLS.get(name)
 
 
@@ -181,3 +191,14 @@ def serial_codec_for(
 def serial_protocols() -> dict[str, SerialCodec]:
     """Every serial protocol's codec, by name (for decode, scan and sniff)."""
     return {n: p.serial_codec for n, p in PROTOCOLS.items() if p.serial_codec is not None}
+
+
+def serial_codecs() -> dict[str, SerialCodec]:
+    """Every serial protocol's codec and every shipped register map's, by the name decode,
+    scan and sniff take ("modbus-map:NAME" for a map)."""
+    from bankwatch.daemon.modbus_maps import SHIPPED_MAPS
+
+    out = serial_protocols()
+    for path in sorted(SHIPPED_MAPS.glob("*.toml")):
+        out[MAP_PREFIX + path.stem] = _map_codec(path.stem, {}, None)
+    return out
