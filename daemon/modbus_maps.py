@@ -32,6 +32,13 @@ drivers/maps/. A map file looks like:
     count = 2
     bits = [{ bit = 0, field = "discharge_enabled" }, { bit = 1, field = "charge_enabled" }]
 
+    [[entries]]
+    address = 5018
+    type = "s16"
+    count = 16                 # 16 slots ...
+    length_from = 5017         # ... of which the register 5017 says how many are real
+    field = "temperatures_c"
+
 Validation is pydantic (frozen, extra="forbid") plus the map-level checks of
 bankwatch.drivers.modbus_map (one home per value, lists in one read); every problem names the
 map and the key path.
@@ -146,6 +153,9 @@ class MapEntryConfig(_Strict):
     shift: Annotated[int, Field(ge=0, le=31)] = 0
     # Raw values that mean "no value" (0x0AAB for an unused Seplos sensor); dropped from lists.
     ignore: list[int] = Field(default_factory=list)
+    # Lists only: the register (u16) where the device says how many of the `count` slots are
+    # real (Renogy's cell and sensor counts); the slots after that are empty, not zeros.
+    length_from: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
     field: str | None = None
     extra: str | None = None
     bits: list[BitRuleConfig] | None = None
@@ -170,6 +180,10 @@ class MapEntryConfig(_Strict):
             self._check_field(self.field)
         if self.count > 1 and self.type not in ("str", "bits") and self.field not in TUPLE_FIELDS:
             raise ValueError("count > 1 needs a list field (cell_voltages_v, temperatures_c)")
+        if self.length_from is not None and (self.field not in TUPLE_FIELDS or coils):
+            raise ValueError(
+                "length_from belongs to a list of registers (cell_voltages_v, temperatures_c)"
+            )
         return self
 
     def _check_field(self, name: str) -> None:
@@ -230,6 +244,7 @@ def compile_map(config: ModbusMapConfig, name: str) -> RegisterMap:
             mask=e.mask,
             shift=e.shift,
             ignore=frozenset(e.ignore),
+            length_from=e.length_from,
             field=e.field,
             extra=e.extra,
             bits=tuple(r.compile() for r in e.bits or ()),
