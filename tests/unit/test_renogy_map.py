@@ -20,7 +20,7 @@ from bankwatch.drivers.model import Alarm, Protection, Reading, flag_names, merg
 from bankwatch.drivers.registry import serial_codecs
 from tests.helpers import load_vectors
 
-VECTORS = load_vectors("renogy_modbus")
+VECTORS = load_vectors("extra/renogy_modbus")
 CODEC = RegisterMapCodec(resolve_map("renogy-smart-lfp"))
 
 

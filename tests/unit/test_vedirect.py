@@ -17,7 +17,7 @@ from bankwatch.drivers.uart_common import ChecksumError, MalformedFrameError
 from tests.codec_checks import check_contract, mutate, only_frame_errors, truncations_raise
 from tests.helpers import load_vectors
 
-VECTORS = load_vectors("vedirect")
+VECTORS = load_vectors("extra/vedirect")
 FRAMES = [bytes.fromhex(v["frame_hex"]) for v in VECTORS]
 
 
