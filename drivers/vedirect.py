@@ -4,7 +4,7 @@ monitor as the bank's meter, listened to on its VE.Direct port (the VE.Direct US
 Sources: Victron's "VE.Direct Protocol" document (the text-mode field list, units and checksum,
 as summarised in the projects below); real blocks from a BMV-702 (karioja's `bmv702.dump`,
 kept in vemonitor/vedirect_m8 `vedirect/sim_data/`) and a SmartShunt 500A/50mV
-(jblance/mpp-solar `tests/integration/test_protocol_ved.py`), both in tests/vectors/extra/vedirect.json.
+(jblance/mpp-solar `tests/integration/test_protocol_ved.py`), in tests/vectors/extra/vedirect.json.
 19200 baud 8N1. Nothing is ever sent: the device talks unasked, a block about once a second.
 
     block     "\\r\\n" label "\\t" value  ...  "\\r\\n" "Checksum" "\\t" <one byte>
