@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import random
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import can
 
 from bankwatch.daemon.config import CanLinkConfig
+from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.clock import Clock
 from bankwatch.drivers.errors import FrameError, LinkError
 
@@ -395,15 +395,14 @@ class CanLink(LinkStateLog):
     async def run(self) -> None:
         """Open, read and watch the bus until cancelled; reopen whenever it fails or goes quiet."""
         self._loop = asyncio.get_running_loop()
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         speed = self._clock.speed
         while True:
             try:
                 bus = await open_bus(self.config)
             except LinkError as exc:
                 self._set_state("down", str(exc))
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / speed)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next() / speed)
                 continue
             self._bus = bus
             self._failure = None
@@ -426,9 +425,8 @@ class CanLink(LinkStateLog):
                 self._set_state("silent" if reason.startswith("no frame") else "down", reason)
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
-                backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._clock.speed)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.reset()  # it worked for a while: retry soon
+            await asyncio.sleep(backoff.next() / self._clock.speed)
 
     async def _watch(self, opened_at: float) -> str:
         """Return the reason the bus must be reopened."""

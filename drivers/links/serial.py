@@ -26,7 +26,6 @@ import contextlib
 import errno
 import logging
 import os
-import random
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import serial
 
 from bankwatch.daemon.config import SerialLinkConfig
+from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.clock import Clock
 from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.can import LinkStateLog, LinkStateName, LinkStatus
@@ -364,14 +364,13 @@ class SerialLine(LinkStateLog):
         """Open the port and poll (or listen) until cancelled; reopen whenever it fails."""
         if not self.devices:
             raise LinkError(f"link {self.name}: no device to poll or listen to")
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         while True:
             try:
                 port = await SerialPort.open(self.config.port, self.config.baud)
             except LinkError as exc:
                 self._set_state("down", str(exc))
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next() / self._speed())
                 continue
             self.port = port
             opened_at = self._clock.monotonic()
@@ -391,9 +390,8 @@ class SerialLine(LinkStateLog):
             self._set_state("down", reason)
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
-                backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.reset()  # it worked for a while: retry soon
+            await asyncio.sleep(backoff.next() / self._speed())
 
     # --- polling -------------------------------------------------------------------------------
 
