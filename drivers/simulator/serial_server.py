@@ -29,9 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.drivers.errors import FrameError, LinkError
-from bankwatch.drivers.links.serial import FrameSplitter
+from bankwatch.drivers.links.serial import FrameSplitter, SerialLinkSettings
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.serial_codec import SerialCodec, t35_s, wire_time_s
 
@@ -61,7 +60,7 @@ class SerialBus:
     def __init__(
         self,
         link_name: str,
-        config: SerialLinkConfig,
+        config: SerialLinkSettings,
         devices: list[SimDevice],
         *,
         turnaround_s: float | None = None,

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from bankwatch.daemon.modbus_maps import resolve_map
 from bankwatch.drivers import modbus_rtu, seplos_v3
 from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.modbus import ModbusLink, RegisterBlock
 from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.modbus_map_schema import resolve_map
 from bankwatch.drivers.model import Reading, merge_readings
 from tests.modbus_responder import PtyResponder
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bankwatch.daemon.config import parse_config
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.model import Protection
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
@@ -16,7 +17,7 @@ HEAD = SIM.partition("[[simulation.faults]]")[0]
 
 
 def _sim(extra: str = "") -> BankSimulator:
-    return BankSimulator(parse_config(HEAD + extra, "sim.toml"))
+    return BankSimulator(bank_description(parse_config(HEAD + extra, "sim.toml")))
 
 
 def test_overrides_reach_the_physics() -> None:
@@ -78,8 +79,10 @@ def test_a_cutoff_fault_on_lead_acid_is_refused() -> None:
     text = text.replace("charger_voltage_v = 56.8", "charger_voltage_v = 57.6")
     with pytest.raises(ConfigError, match="no BMS"):
         BankSimulator(
-            parse_config(
-                text + '[[simulation.faults]]\nat_s = 1\nbattery = "A1"\nkind = "cutoff"\n',
-                "agm.toml",
+            bank_description(
+                parse_config(
+                    text + '[[simulation.faults]]\nat_s = 1\nbattery = "A1"\nkind = "cutoff"\n',
+                    "agm.toml",
+                )
             )
         )
