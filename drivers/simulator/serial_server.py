@@ -1,7 +1,7 @@
 """The simulated batteries' side of a serial line, on a pseudo-terminal.
 
-Each serial link of the config becomes a PTY pair. The simulator keeps the master end; the link's
-`port` path becomes a symlink to the slave end (`/dev/pts/N`), the way udev makes
+Each serial link of the bank description becomes a PTY pair. The simulator keeps the master
+end; the link's `port` path becomes a symlink to the slave end (`/dev/pts/N`), the way udev makes
 `/dev/serial/by-id/...` a symlink to `/dev/ttyUSB0`. `bankwatch run` on the same config opens
 that path and cannot tell it from an adapter. An `unplug` fault closes the PTY and removes the
 symlink; `replug` opens a new PTY and puts the symlink back, usually to another `/dev/pts/M`.

@@ -86,3 +86,15 @@ def test_a_cutoff_fault_on_lead_acid_is_refused() -> None:
                 )
             )
         )
+
+
+def test_the_config_becomes_a_description_of_plain_data() -> None:
+    config = parse_config(SIM, "sim.toml")
+    bank = bank_description(config)
+    assert bank.name == config.bank.name
+    assert bank.start_of_day_s == 12 * 3600
+    assert [b.name for b in bank.batteries()] == [b.name for _, b in config.batteries()]
+    assert config.simulation is not None
+    assert len(bank.faults) == len(config.simulation.faults) > 0
+    assert all(type(f).__module__ == "bankwatch.drivers.simulator.description" for f in bank.faults)
+    assert set(bank.links) == set(config.links)
