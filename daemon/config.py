@@ -8,10 +8,10 @@ Layout (see configs/ for complete examples):
 
     [bank]                 name, chemistry, nominal_voltage_v, charger/inverter voltage, source
     [models.NAME]          capacity_ah, nominal_voltage_v, chemistry, maker's series/parallel limits
-    [links.NAME]           type = "can" (interface, channel, bitrate) or "serial" (port, baud)
+    [links.NAME]           type = "can" or "serial" (see link_config)
     [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
     [detect]               thresholds of the detectors; [detect.KIND] per alert kind
-    [simulation]           only read by the simulator: profile, per-battery physics, faults
+    [simulation]           only read by the simulator: profile, physics, faults (simulation_config)
     [modbus_maps.NAME]     register maps for protocol "modbus-map" (drivers/modbus_map_schema.py)
     [mqtt], [influxdb]     where state and alerts are published (see publish_config)
     [scenario]             only read by `demo --scenario` and tests: length, expected alerts
