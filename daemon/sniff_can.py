@@ -23,7 +23,8 @@ import sys
 from collections import Counter
 from typing import Any, TextIO
 
-from bankwatch.daemon.config import CanLinkConfig, load_config
+from bankwatch.daemon.config import load_config
+from bankwatch.daemon.link_config import CanLinkConfig
 from bankwatch.drivers import daly_can, pylontech_can
 from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.errors import FrameError, UsageError
@@ -145,7 +146,7 @@ async def run_sniff_can(
 
     clock = SystemClock()
     printer = _Printer(out or sys.stdout, as_json, clock.monotonic())
-    link = CanLink(name, link_cfg, printer, clock)
+    link = CanLink(name, link_cfg.settings(), printer, clock)
     stop = asyncio.Event()
     install_stop_signals(stop)
     task = asyncio.create_task(link.run(), name=f"sniff-{name}")

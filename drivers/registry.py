@@ -146,8 +146,9 @@ def protocol_info(name: str) -> ProtocolInfo | None:
 
 
 def _map_codec(ref: str | None, inline: Mapping[str, Any], folder: str | None) -> SerialCodec:
-    from bankwatch.daemon.modbus_maps import resolve_map
+    # Local: the map schema brings pydantic, which decoding a built-in protocol never needs.
     from bankwatch.drivers.errors import ConfigError
+    from bankwatch.drivers.modbus_map_schema import resolve_map
 
     if ref is None:
         raise ConfigError("modbus-map", ["a battery on protocol 'modbus-map' needs source.map"])
