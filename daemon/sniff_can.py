@@ -77,7 +77,7 @@ def decode_any(can_id: int, data: bytes, extended: bool) -> tuple[str, dict[str,
             return "daly-can", fields
         fields = pylontech_can.decode_fields(can_id, data, extended=False)
         return "pylontech-can", fields
-    except pylontech_can.UnknownFrameError:
+    except pylontech_can.UnknownCommandError:
         return "", {}
     except FrameError as exc:
         return "error", {"error": str(exc)}

@@ -29,16 +29,15 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.drivers.model import Protection, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers.errors import (
     ChecksumError,
     ErrorReplyError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
 )
+from bankwatch.drivers.model import Protection, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bankwatch.drivers.model import Alarm, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
 )
+from bankwatch.drivers.model import Alarm, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -412,9 +411,7 @@ def _encode_items(r: Reading) -> bytes:
             0x87: clamp(r.cycles or 0, 0, 0xFFFF),
             0x8A: len(cells),
             0x8B: warnings,
-            0x8C: (r.charge_enabled is not False)
-            | (r.discharge_enabled is not False) << 1
-            | 0x08,
+            0x8C: (r.charge_enabled is not False) | (r.discharge_enabled is not False) << 1 | 0x08,
             0xA9: len(cells),
             0xAA: clamp(r.design_ah or r.full_charge_ah or 0.0, 0, 0xFFFFFFFF),
             0xC0: 1,

@@ -43,16 +43,17 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.drivers.errors import UsageError
-from bankwatch.drivers.model import Alarm, Protection, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
+    UsageError,
 )
+from bankwatch.drivers.modbus_rtu import crc16
+from bankwatch.drivers.model import Alarm, Protection, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -99,20 +100,6 @@ _MAX_CELLS = 32
 _MAX_ADDRESS = 15
 
 
-def crc16(data: bytes) -> int:
-    """Modbus CRC-16 (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def _with_crc(body: bytes) -> bytes:
-    return body + crc16(body).to_bytes(2, "little")
-
-
 def encode_request(address: int, trigger: int) -> bytes:
     """The FC 0x10 write of 0 to `trigger` (0x1620, 0x161E, 0x161C) at slave `address`."""
     if not 1 <= address <= _MAX_ADDRESS:
@@ -120,7 +107,7 @@ def encode_request(address: int, trigger: int) -> bytes:
             f"jk-pb address {address}: give the pack's DIP address 1..15; address 0 makes a "
             "pack the bus master, and a host must not poll a bus that has one (listen instead)"
         )
-    return _with_crc(struct.pack(">BBHHB", address, _FC_WRITE_MULTIPLE, trigger, 1, 2) + bytes(2))
+    return modbus_rtu.encode_write_multiple_request(address, trigger, [0])
 
 
 def poll_requests(address: int) -> list[bytes]:
@@ -129,7 +116,7 @@ def poll_requests(address: int) -> list[bytes]:
 
 
 def _ack(address: int, trigger: int) -> bytes:
-    return _with_crc(struct.pack(">BBHH", address, _FC_WRITE_MULTIPLE, trigger, 1))
+    return modbus_rtu.encode_write_multiple_reply(address, trigger, 1)
 
 
 # ---- framing -------------------------------------------------------------------------------
@@ -199,11 +186,7 @@ def _check_crc(frame: bytes) -> None:
 
 def is_request(frame: bytes) -> bool:
     """The FC 0x10 trigger writes (longer than the 8-byte ACK) are requests."""
-    return (
-        len(frame) > _ACK_LEN
-        and frame[0] != _MAGIC[0]
-        and frame[1] == _FC_WRITE_MULTIPLE
-    )
+    return len(frame) > _ACK_LEN and frame[0] != _MAGIC[0] and frame[1] == _FC_WRITE_MULTIPLE
 
 
 def frame_address(frame: bytes) -> int | None:

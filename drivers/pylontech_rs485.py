@@ -28,7 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.errors import (
+    ChecksumError,
+    ErrorReplyError,
+    FrameError,
+    FrameLengthError,
+    UnknownCommandError,
+)
 from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
@@ -47,22 +53,6 @@ __all__ = [
     "build_frame",
     "parse_frame",
 ]
-
-
-class ChecksumError(FrameError):
-    """CHKSUM or LCHKSUM does not match the frame."""
-
-
-class FrameLengthError(FrameError):
-    """The frame, or its INFO, is shorter or longer than its fields say."""
-
-
-class UnknownCommandError(FrameError):
-    """A command (CID2) this variant does not decode."""
-
-
-class ErrorReplyError(FrameError):
-    """The BMS answered with a non-zero RTN: it refused or did not understand the request."""
 
 
 class WrongProtocolError(FrameError):

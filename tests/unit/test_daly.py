@@ -9,9 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.drivers import daly
-from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.errors import (
+    ChecksumError,
+    FrameError,
+    IncompleteError,
+    UnknownCommandError,
+    UsageError,
+)
 from bankwatch.drivers.model import Alarm, Protection, Reading
-from bankwatch.drivers.uart_common import ChecksumError, IncompleteError, UnknownCommandError
 from tests.codec_checks import (
     check_contract,
     mutate,

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.drivers import jk_b, jk_pb
-from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.errors import ChecksumError, FrameError, UnknownCommandError, UsageError
 from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
-from bankwatch.drivers.uart_common import ChecksumError, UnknownCommandError
 from tests.codec_checks import check_contract, mutate, only_frame_errors, truncations_raise
 from tests.helpers import load_vectors
 
