@@ -199,7 +199,7 @@ def _decode_03(d: bytes) -> Reading:
     temps = tuple(round((_u16(d, _BASIC_MIN + 2 * i) - _KELVIN_TENTHS) / 10, 1) for i in range(ntc))
     ext = d[end:]
     extra: list[tuple[str, float | int | str | bool]] = [
-        ("production_date", _date(date)),
+        ("manufacturing_date", _date(date)),
         ("balance_bits", bal_lo | bal_hi << 16),
         ("protection_bits", prot),
         ("protections_active", ",".join(names)),
@@ -294,7 +294,7 @@ def _encode_03(r: Reading) -> bytes | None:
         clamp((r.remaining_ah or 0.0) * 100, 0, 0xFFFF),
         clamp((r.design_ah or r.full_charge_ah or 0.0) * 100, 0, 0xFFFF),
         clamp(r.cycles or 0, 0, 0xFFFF),
-        _date_raw(dict(r.extra).get("production_date", "")),
+        _date_raw(dict(r.extra).get("manufacturing_date", "")),
         balance & 0xFFFF,
         balance >> 16 & 0xFFFF,
         prot & 0xFFFF,

@@ -93,7 +93,7 @@ _ITEMS: dict[int, _Item] = {
         _Item(0x87, 2),  # cycles
         _Item(0x89, 4, "cycle_capacity_ah"),
         _Item(0x8A, 2, "cell_count"),
-        _Item(0x8B, 2, "warning_bits"),
+        _Item(0x8B, 2, "alarm_bits"),
         _Item(0x8C, 2, "status_bits"),
         _Item(0x8E, 2, "pack_ovp_v", 0.01),
         _Item(0x8F, 2, "pack_uvp_v", 0.01),
@@ -110,7 +110,7 @@ _ITEMS: dict[int, _Item] = {
         _Item(0x9A, 2, "charge_ocp_delay_s"),
         _Item(0x9B, 2, "balance_start_v", 0.001),
         _Item(0x9C, 2, "balance_trigger_v", 0.001),
-        _Item(0x9D, 1, "balance_enabled"),
+        _Item(0x9D, 1, "balance_switch"),
         _Item(0x9E, 2, "mosfet_otp_c"),
         _Item(0x9F, 2, "mosfet_otp_recovery_c"),
         _Item(0xA0, 2, "battery_otp_c"),
@@ -127,15 +127,15 @@ _ITEMS: dict[int, _Item] = {
         _Item(0xAB, 1, "charge_switch"),
         _Item(0xAC, 1, "discharge_switch"),
         _Item(0xAD, 2, "current_calibration"),
-        _Item(0xAE, 1, "board_address"),
+        _Item(0xAE, 1, "device_address"),
         _Item(0xAF, 1, "battery_type"),
         _Item(0xB0, 2, "sleep_wait_s"),
         _Item(0xB1, 1, "low_soc_alarm_pct"),
         _Item(0xB2, 10),  # password: never copied out
         _Item(0xB3, 1, "dedicated_charger"),
         _Item(0xB4, 8),  # device id -> serial
-        _Item(0xB5, 4, "date_code"),
-        _Item(0xB6, 4, "runtime_min"),
+        _Item(0xB5, 4, "manufacturing_date"),
+        _Item(0xB6, 4, "runtime_s", 60),  # minutes on the wire
         _Item(0xB7, 15),  # software version -> firmware
         _Item(0xB8, 1, "calibration_active"),
         _Item(0xB9, 4, "actual_capacity_ah"),
@@ -144,9 +144,9 @@ _ITEMS: dict[int, _Item] = {
     )
 }
 _CELLS = 0x79
-_TEXT_IDS = {0xB5: "date_code"}
+_TEXT_IDS = {0xB5: "manufacturing_date"}
 
-# 0x8B warning bit -> alarm (bits without an Alarm stay in extra["warnings"] by name).
+# 0x8B warning bit -> alarm (every set bit is named in extra["alarms_active"]).
 _WARNINGS: tuple[tuple[int, str, Alarm | None], ...] = (
     (0, "low_capacity", None),
     (1, "mosfet_over_temperature", Alarm.HIGH_TEMPERATURE),
@@ -303,7 +303,12 @@ def _decode_items(items: dict[int, bytes]) -> Reading:
             extra.append((item.key, ascii_field(value)))
             continue
         raw = int.from_bytes(value, "big", signed=item.signed)
-        extra.append((item.key, round(raw * item.scale, 6) if item.scale != 1.0 else raw))
+        if float(item.scale).is_integer():
+            # a whole-number unit change (minutes to seconds) keeps an integer, as other codecs
+            # send the same key: InfluxDB fixes a field's type at its first point
+            extra.append((item.key, raw * int(item.scale)))
+        else:
+            extra.append((item.key, round(raw * item.scale, 6)))
 
     current = None
     raw_current = num(0x84)
@@ -325,7 +330,7 @@ def _decode_items(items: dict[int, bytes]) -> Reading:
                 names.append(name)
                 if flag is not None:
                     alarms |= flag
-        extra.append(("warnings", ",".join(names)))
+        extra.append(("alarms_active", ",".join(names)))
     status = num(0x8C)
     if status is not None:
         extra.append(("balancing", bool(status & 0x04)))

@@ -286,11 +286,11 @@ def _decode_status(d: bytes) -> Reading:
         soh_pct=float(d[190]),
         charge_enabled=bool(d[198]),
         discharge_enabled=bool(d[199]),
+        cell_voltage_max_id=str(d[78] + 1),
+        cell_voltage_min_id=str(d[79] + 1),
         extra=(
             ("cell_average_v", _u16(d, 74) / 1000),
             ("cell_delta_v", _u16(d, 76) / 1000),
-            ("cell_max_no", d[78] + 1),
-            ("cell_min_no", d[79] + 1),
             ("bms_power_w", _u32(d, 154) / 1000),
             ("alarm_bits", raw_alarms),
             ("alarms_active", ",".join(names)),
@@ -298,7 +298,7 @@ def _decode_status(d: bytes) -> Reading:
             ("balance_state", d[172]),
             ("cycle_capacity_ah", _u32(d, 186) / 1000),
             ("runtime_s", _u32(d, 194)),
-            ("heating", bool(d[215])),
+            ("heater_on", bool(d[215])),
         ),
     )
 

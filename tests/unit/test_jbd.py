@@ -65,7 +65,7 @@ CHECKS: dict[str, Any] = {
     "remaining_Ah": lambda r, f: r.remaining_ah,
     "nominal_Ah": lambda r, f: r.design_ah,
     "cycles": lambda r, f: r.cycles,
-    "production_date": lambda r, f: _extra(r, "production_date"),
+    "production_date": lambda r, f: _extra(r, "manufacturing_date"),
     "balance_low16": lambda r, f: f"0x{_extra(r, 'balance_bits') & 0xFFFF:04x}",
     "balance_high16": lambda r, f: f"0x{_extra(r, 'balance_bits') >> 16:04x}",
     "protection_bits": lambda r, f: f"0x{_extra(r, 'protection_bits'):04x}",

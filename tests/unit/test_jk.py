@@ -62,15 +62,15 @@ JKB_CHECKS: dict[str, Any] = {
     "temp_sensors": _x("temperature_sensor_count"),
     "cycles": lambda r: r.cycles,
     "cell_strings": _x("cell_strings"),
-    "warnings": lambda r: hex(_extra(r, "warning_bits")),
+    "warnings": lambda r: hex(_extra(r, "alarm_bits")),
     "status": lambda r: hex(_extra(r, "status_bits")),
     "capacity_setting_Ah": lambda r: r.design_ah,
     "battery_type": _x("battery_type"),
     "sw": lambda r: r.firmware,
     "mfr": lambda r: r.manufacturer,
     "protocol_version_C0": _x("protocol_version"),
-    "runtime_min": _x("runtime_min"),
-    "total_runtime_min": _x("runtime_min"),
+    "runtime_min": lambda r: _extra(r, "runtime_s") / 60,
+    "total_runtime_min": lambda r: _extra(r, "runtime_s") / 60,
     "low_soc_alarm_pct": _x("low_soc_alarm_pct"),
     "status_bits": lambda r: {
         "charge_mosfet": r.charge_enabled,
@@ -218,7 +218,7 @@ def test_jkb_negative_temperatures_and_warnings() -> None:
         | Alarm.LOW_TEMPERATURE
         | Alarm.CELL_HIGH_VOLTAGE
     )
-    assert dict(r.extra)["warnings"] == (
+    assert dict(r.extra)["alarms_active"] == (
         "mosfet_over_temperature,charge_overcurrent,battery_low_temperature,cell_overvoltage"
     )
 
