@@ -289,8 +289,8 @@ def _decode_status(d: bytes) -> Reading:
         cell_voltage_max_id=str(d[78] + 1),
         cell_voltage_min_id=str(d[79] + 1),
         extra=(
-            ("cell_average_v", _u16(d, 74) / 1000),
-            ("cell_delta_v", _u16(d, 76) / 1000),
+            ("cell_voltage_average_v", _u16(d, 74) / 1000),
+            ("cell_voltage_delta_v", _u16(d, 76) / 1000),
             ("bms_power_w", _u32(d, 154) / 1000),
             ("alarm_bits", raw_alarms),
             ("alarms_active", ",".join(names)),

@@ -117,8 +117,8 @@ _SETTING_KEYS = {
 }
 JKPB_CHECKS: dict[str, Any] = {
     "cells_mV": lambda r: [round(v * 1000) for v in r.cell_voltages_v],
-    "cell_avg_mV": lambda r: round(_extra(r, "cell_average_v") * 1000),
-    "cell_delta_mV": lambda r: round(_extra(r, "cell_delta_v") * 1000),
+    "cell_avg_mV": lambda r: round(_extra(r, "cell_voltage_average_v") * 1000),
+    "cell_delta_mV": lambda r: round(_extra(r, "cell_voltage_delta_v") * 1000),
     "mosfet_temp_C": lambda r: r.mosfet_temperature_c,
     "voltage_V": lambda r: r.pack_voltage_v,
     "power_W": _x("bms_power_w"),
