@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bankwatch.drivers.bits import BitTable
 from bankwatch.drivers.errors import FrameLengthError, IncompleteError, UnknownCommandError
 from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
 from bankwatch.drivers.uart_common import clamp
@@ -79,55 +80,57 @@ _STATE_CODES = {name: code for code, name in STATES.items()}
 # 0x98: (byte, bit, name, protection, alarm). Level 1 = warning (Alarm), level 2 = Protection.
 _P = Protection
 _A = Alarm
-FAULTS: tuple[tuple[int, int, str, Protection | None, Alarm | None], ...] = (
-    (0, 0, "cell_voltage_high_l1", None, _A.CELL_HIGH_VOLTAGE),
-    (0, 1, "cell_voltage_high_l2", _P.CELL_OVERVOLTAGE, None),
-    (0, 2, "cell_voltage_low_l1", None, _A.CELL_LOW_VOLTAGE),
-    (0, 3, "cell_voltage_low_l2", _P.CELL_UNDERVOLTAGE, None),
-    (0, 4, "pack_voltage_high_l1", None, _A.CELL_HIGH_VOLTAGE),
-    (0, 5, "pack_voltage_high_l2", _P.CELL_OVERVOLTAGE, None),
-    (0, 6, "pack_voltage_low_l1", None, _A.CELL_LOW_VOLTAGE),
-    (0, 7, "pack_voltage_low_l2", _P.CELL_UNDERVOLTAGE, None),
-    (1, 0, "charge_temperature_high_l1", None, _A.HIGH_TEMPERATURE),
-    (1, 1, "charge_temperature_high_l2", _P.OVER_TEMPERATURE, None),
-    (1, 2, "charge_temperature_low_l1", None, _A.LOW_TEMPERATURE),
-    (1, 3, "charge_temperature_low_l2", _P.UNDER_TEMPERATURE, None),
-    (1, 4, "discharge_temperature_high_l1", None, _A.HIGH_TEMPERATURE),
-    (1, 5, "discharge_temperature_high_l2", _P.OVER_TEMPERATURE, None),
-    (1, 6, "discharge_temperature_low_l1", None, _A.LOW_TEMPERATURE),
-    (1, 7, "discharge_temperature_low_l2", _P.UNDER_TEMPERATURE, None),
-    (2, 0, "charge_overcurrent_l1", None, _A.CHARGE_HIGH_CURRENT),
-    (2, 1, "charge_overcurrent_l2", _P.CHARGE_OVERCURRENT, None),
-    (2, 2, "discharge_overcurrent_l1", None, _A.DISCHARGE_HIGH_CURRENT),
-    (2, 3, "discharge_overcurrent_l2", _P.DISCHARGE_OVERCURRENT, None),
-    (2, 4, "soc_high_l1", None, None),
-    (2, 5, "soc_high_l2", None, None),
-    (2, 6, "soc_low_l1", None, None),
-    (2, 7, "soc_low_l2", None, None),
-    (3, 0, "cell_voltage_difference_l1", None, Alarm.CELL_IMBALANCE),
-    (3, 1, "cell_voltage_difference_l2", None, Alarm.CELL_IMBALANCE),
-    (3, 2, "temperature_difference_l1", None, None),
-    (3, 3, "temperature_difference_l2", None, None),
-    (4, 0, "charge_mos_over_temperature", _P.OVER_TEMPERATURE, None),
-    (4, 1, "discharge_mos_over_temperature", _P.OVER_TEMPERATURE, None),
-    (4, 2, "charge_mos_sensor_error", _P.SYSTEM_ERROR, None),
-    (4, 3, "discharge_mos_sensor_error", _P.SYSTEM_ERROR, None),
-    (4, 4, "charge_mos_stuck", _P.SYSTEM_ERROR, None),
-    (4, 5, "discharge_mos_stuck", _P.SYSTEM_ERROR, None),
-    (4, 6, "charge_mos_open_circuit", _P.SYSTEM_ERROR, None),
-    (4, 7, "discharge_mos_open_circuit", _P.SYSTEM_ERROR, None),
-    (5, 0, "afe_chip", _P.SYSTEM_ERROR, None),
-    (5, 1, "cell_voltage_collection", _P.SYSTEM_ERROR, None),
-    (5, 2, "cell_temperature_sensor", _P.SYSTEM_ERROR, None),
-    (5, 3, "eeprom", _P.SYSTEM_ERROR, None),
-    (5, 4, "rtc", _P.SYSTEM_ERROR, None),
-    (5, 5, "precharge_failure", _P.SYSTEM_ERROR, None),
-    (5, 6, "communication_failure", None, _A.INTERNAL_COMMUNICATION),
-    (5, 7, "internal_communication_failure", None, _A.INTERNAL_COMMUNICATION),
-    (6, 0, "current_module", _P.SYSTEM_ERROR, None),
-    (6, 1, "pack_voltage_detection", _P.SYSTEM_ERROR, None),
-    (6, 2, "short_circuit", _P.SHORT_CIRCUIT, None),
-    (6, 3, "low_voltage_charge_forbidden", None, None),
+FAULTS = BitTable.by_byte(
+    (
+        (0, 0, "cell_voltage_high_l1", None, _A.CELL_HIGH_VOLTAGE),
+        (0, 1, "cell_voltage_high_l2", _P.CELL_OVERVOLTAGE, None),
+        (0, 2, "cell_voltage_low_l1", None, _A.CELL_LOW_VOLTAGE),
+        (0, 3, "cell_voltage_low_l2", _P.CELL_UNDERVOLTAGE, None),
+        (0, 4, "pack_voltage_high_l1", None, _A.CELL_HIGH_VOLTAGE),
+        (0, 5, "pack_voltage_high_l2", _P.CELL_OVERVOLTAGE, None),
+        (0, 6, "pack_voltage_low_l1", None, _A.CELL_LOW_VOLTAGE),
+        (0, 7, "pack_voltage_low_l2", _P.CELL_UNDERVOLTAGE, None),
+        (1, 0, "charge_temperature_high_l1", None, _A.HIGH_TEMPERATURE),
+        (1, 1, "charge_temperature_high_l2", _P.OVER_TEMPERATURE, None),
+        (1, 2, "charge_temperature_low_l1", None, _A.LOW_TEMPERATURE),
+        (1, 3, "charge_temperature_low_l2", _P.UNDER_TEMPERATURE, None),
+        (1, 4, "discharge_temperature_high_l1", None, _A.HIGH_TEMPERATURE),
+        (1, 5, "discharge_temperature_high_l2", _P.OVER_TEMPERATURE, None),
+        (1, 6, "discharge_temperature_low_l1", None, _A.LOW_TEMPERATURE),
+        (1, 7, "discharge_temperature_low_l2", _P.UNDER_TEMPERATURE, None),
+        (2, 0, "charge_overcurrent_l1", None, _A.CHARGE_HIGH_CURRENT),
+        (2, 1, "charge_overcurrent_l2", _P.CHARGE_OVERCURRENT, None),
+        (2, 2, "discharge_overcurrent_l1", None, _A.DISCHARGE_HIGH_CURRENT),
+        (2, 3, "discharge_overcurrent_l2", _P.DISCHARGE_OVERCURRENT, None),
+        (2, 4, "soc_high_l1", None, None),
+        (2, 5, "soc_high_l2", None, None),
+        (2, 6, "soc_low_l1", None, None),
+        (2, 7, "soc_low_l2", None, None),
+        (3, 0, "cell_voltage_difference_l1", None, Alarm.CELL_IMBALANCE),
+        (3, 1, "cell_voltage_difference_l2", None, Alarm.CELL_IMBALANCE),
+        (3, 2, "temperature_difference_l1", None, None),
+        (3, 3, "temperature_difference_l2", None, None),
+        (4, 0, "charge_mos_over_temperature", _P.OVER_TEMPERATURE, None),
+        (4, 1, "discharge_mos_over_temperature", _P.OVER_TEMPERATURE, None),
+        (4, 2, "charge_mos_sensor_error", _P.SYSTEM_ERROR, None),
+        (4, 3, "discharge_mos_sensor_error", _P.SYSTEM_ERROR, None),
+        (4, 4, "charge_mos_stuck", _P.SYSTEM_ERROR, None),
+        (4, 5, "discharge_mos_stuck", _P.SYSTEM_ERROR, None),
+        (4, 6, "charge_mos_open_circuit", _P.SYSTEM_ERROR, None),
+        (4, 7, "discharge_mos_open_circuit", _P.SYSTEM_ERROR, None),
+        (5, 0, "afe_chip", _P.SYSTEM_ERROR, None),
+        (5, 1, "cell_voltage_collection", _P.SYSTEM_ERROR, None),
+        (5, 2, "cell_temperature_sensor", _P.SYSTEM_ERROR, None),
+        (5, 3, "eeprom", _P.SYSTEM_ERROR, None),
+        (5, 4, "rtc", _P.SYSTEM_ERROR, None),
+        (5, 5, "precharge_failure", _P.SYSTEM_ERROR, None),
+        (5, 6, "communication_failure", None, _A.INTERNAL_COMMUNICATION),
+        (5, 7, "internal_communication_failure", None, _A.INTERNAL_COMMUNICATION),
+        (6, 0, "current_module", _P.SYSTEM_ERROR, None),
+        (6, 1, "pack_voltage_detection", _P.SYSTEM_ERROR, None),
+        (6, 2, "short_circuit", _P.SHORT_CIRCUIT, None),
+        (6, 3, "low_voltage_charge_forbidden", None, None),
+    )
 )
 
 
@@ -205,20 +208,15 @@ def _decode_97(d: bytes) -> Reading:
 
 
 def _decode_98(d: bytes) -> Reading:
-    protections = Protection.NONE
-    alarms = Alarm.NONE
-    names: list[str] = []
-    for byte, bit, name, pflag, aflag in FAULTS:
-        if d[byte] >> bit & 1:
-            names.append(name)
-            if pflag is not None:
-                protections |= pflag
-            if aflag is not None:
-                alarms |= aflag
+    found = FAULTS.decode_bytes(d[:7])
     return Reading(
-        protections=protections,
-        alarms=alarms,
-        extra=(("fault_bits", d[:7].hex()), ("fault_code", d[7]), ("faults", ",".join(names))),
+        protections=found.protections,
+        alarms=found.alarms,
+        extra=(
+            ("fault_bits", d[:7].hex()),
+            ("fault_code", d[7]),
+            ("faults", ",".join(found.names)),
+        ),
     )
 
 
@@ -358,18 +356,7 @@ def _encode_97(r: Reading) -> list[bytes] | None:
 
 
 def _encode_98(r: Reading) -> list[bytes] | None:
-    data = bytearray(PAYLOAD_LEN)
-    done_p = Protection.NONE
-    done_a = Alarm.NONE
-    # One bit per flag is enough for a round trip: the first bit of the table that stands for it.
-    for byte, bit, _name, pflag, aflag in FAULTS:
-        if pflag is not None and r.protections and pflag in r.protections and pflag not in done_p:
-            data[byte] |= 1 << bit
-            done_p |= pflag
-        if aflag is not None and r.alarms and aflag in r.alarms and aflag not in done_a:
-            data[byte] |= 1 << bit
-            done_a |= aflag
-    return [bytes(data)]
+    return [FAULTS.encode_bytes(r.protections, r.alarms, PAYLOAD_LEN)]
 
 
 @dataclass(frozen=True, slots=True)

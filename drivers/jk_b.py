@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from bankwatch.drivers.bits import Bit, BitTable
 from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
@@ -147,21 +148,24 @@ _CELLS = 0x79
 _TEXT_IDS = {0xB5: "manufacturing_date"}
 
 # 0x8B warning bit -> alarm (every set bit is named in extra["alarms_active"]).
-_WARNINGS: tuple[tuple[int, str, Alarm | None], ...] = (
-    (0, "low_capacity", None),
-    (1, "mosfet_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (2, "charge_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
-    (3, "discharge_undervoltage", Alarm.CELL_LOW_VOLTAGE),
-    (4, "battery_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (5, "charge_overcurrent", Alarm.CHARGE_HIGH_CURRENT),
-    (6, "discharge_overcurrent", Alarm.DISCHARGE_HIGH_CURRENT),
-    (7, "cell_voltage_difference", Alarm.CELL_IMBALANCE),
-    (8, "box_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (9, "battery_low_temperature", Alarm.LOW_TEMPERATURE),
-    (10, "cell_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
-    (11, "cell_undervoltage", Alarm.CELL_LOW_VOLTAGE),
-    (12, "309_a_protection", None),
-    (13, "309_b_protection", None),
+_WARNINGS = BitTable(
+    Bit(bit, name, None, flag)
+    for bit, name, flag in (
+        (0, "low_capacity", None),
+        (1, "mosfet_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (2, "charge_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
+        (3, "discharge_undervoltage", Alarm.CELL_LOW_VOLTAGE),
+        (4, "battery_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (5, "charge_overcurrent", Alarm.CHARGE_HIGH_CURRENT),
+        (6, "discharge_overcurrent", Alarm.DISCHARGE_HIGH_CURRENT),
+        (7, "cell_voltage_difference", Alarm.CELL_IMBALANCE),
+        (8, "box_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (9, "battery_low_temperature", Alarm.LOW_TEMPERATURE),
+        (10, "cell_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
+        (11, "cell_undervoltage", Alarm.CELL_LOW_VOLTAGE),
+        (12, "309_a_protection", None),
+        (13, "309_b_protection", None),
+    )
 )
 
 
@@ -323,14 +327,9 @@ def _decode_items(items: dict[int, bytes]) -> Reading:
     alarms = None
     warnings = num(0x8B)
     if warnings is not None:
-        alarms = Alarm.NONE
-        names = []
-        for bit, name, flag in _WARNINGS:
-            if warnings >> bit & 1:
-                names.append(name)
-                if flag is not None:
-                    alarms |= flag
-        extra.append(("alarms_active", ",".join(names)))
+        found = _WARNINGS.decode(warnings)
+        alarms = found.alarms
+        extra.append(("alarms_active", ",".join(found.names)))
     status = num(0x8C)
     if status is not None:
         extra.append(("balancing", bool(status & 0x04)))
@@ -397,12 +396,7 @@ def _encode_items(r: Reading) -> bytes:
     temps = r.temperatures_c or ()
     current = r.current_a or 0.0
     tenths_ma = clamp(abs(current) * 100, 0, 0x7FFF)
-    warnings = 0
-    done = Alarm.NONE
-    for bit, _name, flag in _WARNINGS:
-        if flag is not None and r.alarms and flag in r.alarms and flag not in done:
-            warnings |= 1 << bit
-            done |= flag
+    warnings = _WARNINGS.encode(None, r.alarms)
     values: dict[int, int] = dict(_DEFAULTS)
     values.update(
         {

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.bits import Bit, BitTable
 from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
@@ -223,31 +224,34 @@ def _s32(d: bytes, o: int) -> int:
 
 
 # Status: official alarm bit -> (name, protection, alarm).
-_ALARM_BITS: tuple[tuple[int, str, Protection | None, Alarm | None], ...] = (
-    (0, "balance_wire_resistance", Protection.SYSTEM_ERROR, None),
-    (1, "mosfet_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (2, "cell_count_mismatch", Protection.SYSTEM_ERROR, None),
-    (3, "current_sensor_error", Protection.SYSTEM_ERROR, None),
-    (4, "cell_overvoltage", Protection.CELL_OVERVOLTAGE, None),
-    (5, "pack_overvoltage", Protection.CELL_OVERVOLTAGE, None),
-    (6, "charge_overcurrent", Protection.CHARGE_OVERCURRENT, None),
-    (7, "charge_short_circuit", Protection.SHORT_CIRCUIT, None),
-    (8, "charge_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (9, "charge_under_temperature", Protection.UNDER_TEMPERATURE, None),
-    (10, "internal_communication", None, Alarm.INTERNAL_COMMUNICATION),
-    (11, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
-    (12, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
-    (13, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT, None),
-    (14, "discharge_short_circuit", Protection.SHORT_CIRCUIT, None),
-    (15, "discharge_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (16, "charge_mosfet_fault", Protection.SYSTEM_ERROR, None),
-    (17, "discharge_mosfet_fault", Protection.SYSTEM_ERROR, None),
-    (18, "gps_disconnected", None, None),
-    (19, "change_password", None, None),
-    (20, "discharge_on_failed", Protection.SYSTEM_ERROR, None),
-    (21, "battery_over_temperature_alarm", None, Alarm.HIGH_TEMPERATURE),
-    (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
-    (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
+_ALARM_BITS = BitTable(
+    Bit(bit, name, p, a)
+    for bit, name, p, a in (
+        (0, "balance_wire_resistance", Protection.SYSTEM_ERROR, None),
+        (1, "mosfet_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (2, "cell_count_mismatch", Protection.SYSTEM_ERROR, None),
+        (3, "current_sensor_error", Protection.SYSTEM_ERROR, None),
+        (4, "cell_overvoltage", Protection.CELL_OVERVOLTAGE, None),
+        (5, "pack_overvoltage", Protection.CELL_OVERVOLTAGE, None),
+        (6, "charge_overcurrent", Protection.CHARGE_OVERCURRENT, None),
+        (7, "charge_short_circuit", Protection.SHORT_CIRCUIT, None),
+        (8, "charge_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (9, "charge_under_temperature", Protection.UNDER_TEMPERATURE, None),
+        (10, "internal_communication", None, Alarm.INTERNAL_COMMUNICATION),
+        (11, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
+        (12, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
+        (13, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT, None),
+        (14, "discharge_short_circuit", Protection.SHORT_CIRCUIT, None),
+        (15, "discharge_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (16, "charge_mosfet_fault", Protection.SYSTEM_ERROR, None),
+        (17, "discharge_mosfet_fault", Protection.SYSTEM_ERROR, None),
+        (18, "gps_disconnected", None, None),
+        (19, "change_password", None, None),
+        (20, "discharge_on_failed", Protection.SYSTEM_ERROR, None),
+        (21, "battery_over_temperature_alarm", None, Alarm.HIGH_TEMPERATURE),
+        (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
+        (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
+    )
 )
 # Status temperatures: (presence bit in byte 214, payload offset). T3/T4 sit at 256/258 on
 # every captured unit (the official +6 rule would give 254, which holds a MOSFET copy).
@@ -261,16 +265,8 @@ def _decode_status(d: bytes) -> Reading:
     sensors = d[214]
     present = [o for bit, o in _TEMPS if sensors >> bit & 1] if sensors else [162, 164]
     raw_alarms = _u32(d, 166)
-    protections = Protection.NONE
-    alarms = Alarm.NONE
-    names = []
-    for bit, name, pflag, aflag in _ALARM_BITS:
-        if raw_alarms >> bit & 1:
-            names.append(name)
-            if pflag is not None:
-                protections |= pflag
-            if aflag is not None:
-                alarms |= aflag
+    found = _ALARM_BITS.decode(raw_alarms)
+    protections, alarms, names = found.protections, found.alarms, found.names
     return Reading(
         cell_voltages_v=cells or None,
         mosfet_temperature_c=_s16(d, 144) / 10,
@@ -482,17 +478,7 @@ def _status(r: Reading) -> Callable[[bytearray], None]:
             struct.pack_into("<h", out, offset, clamp(temp * 10, -0x8000, 0x7FFF))
             sensors |= 1 << bit
         out[214] = sensors
-        raw = 0
-        done_p, done_a = Protection.NONE, Alarm.NONE
-        for bit, _name, pflag, aflag in _ALARM_BITS:
-            if pflag is not None and r.protections and pflag in r.protections:
-                if pflag not in done_p:
-                    raw |= 1 << bit
-                    done_p |= pflag
-            elif aflag is not None and r.alarms and aflag in r.alarms and aflag not in done_a:
-                raw |= 1 << bit
-                done_a |= aflag
-        struct.pack_into("<I", out, 166, raw)
+        struct.pack_into("<I", out, 166, _ALARM_BITS.encode(r.protections, r.alarms))
         out[173] = clamp(r.soc_pct or 0.0, 0, 100)
         struct.pack_into("<i", out, 174, clamp((r.remaining_ah or 0.0) * 1000, 0, 2**31 - 1))
         struct.pack_into("<I", out, 178, clamp((r.full_charge_ah or 0.0) * 1000, 0, 2**32 - 1))

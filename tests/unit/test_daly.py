@@ -279,7 +279,7 @@ _flags_p = st.sets(st.sampled_from([p for p in Protection if p.value])).map(
 )
 # only the alarms Daly's failure bits can say
 _flags_a = st.sets(
-    st.sampled_from(sorted({f[4] for f in daly_payload.FAULTS if f[4]}, key=lambda a: a.value))
+    st.sampled_from(sorted(daly_payload.FAULTS.alarms(), key=lambda a: a.value))
 ).map(lambda s: Alarm(sum(a.value for a in s)))
 
 

@@ -240,7 +240,7 @@ def test_jkb_bad_frames_say_what_is_wrong() -> None:
 
 
 # only the alarms JK-B's warning bits can say
-_JKB_ALARMS = sorted({a for _, _, a in jk_b._WARNINGS if a}, key=lambda a: a.value)
+_JKB_ALARMS = sorted(jk_b._WARNINGS.alarms(), key=lambda a: a.value)
 _printable = st.characters(min_codepoint=33, max_codepoint=126)
 
 
