@@ -66,6 +66,7 @@ GAP_S = 0.05
 REPLY_TIMEOUT_S = 0.5
 
 FRAME_LEN = 13
+DATA_IDS = daly_payload.DATA_IDS
 _START = 0xA5
 _DATA_LEN = 0x08
 HOST_PC = 0x40
@@ -147,9 +148,6 @@ def frame_address(frame: bytes) -> int | None:
 def poll_requests(address: int) -> list[bytes]:
     """0x90..0x98, 0x94 before the lists so the cell and sensor counts are known first."""
     return [encode_request(address, data_id) for data_id in DATA_IDS]
-
-
-DATA_IDS = daly_payload.DATA_IDS
 
 
 # ---- decoding ------------------------------------------------------------------------------
