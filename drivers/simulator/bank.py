@@ -5,14 +5,15 @@ same object drives the live demo, `bankwatch simulate` and tests that run days i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bankwatch.drivers import pylontech_can
 from bankwatch.drivers.chemistry import CELL_NOMINAL_V, CHEMISTRY_FAMILY
 from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.links.can import CanLinkSettings
 from bankwatch.drivers.model import Protection, Reading
+from bankwatch.drivers.registry import protocol_info
 from bankwatch.drivers.simulator.description import BankDescription, SimBattery, SimFault
 from bankwatch.drivers.simulator.physics import BatterySpec, SimBank
 from bankwatch.drivers.simulator.profile import Profile, profile_from_name
@@ -31,8 +32,17 @@ class Broadcast:
     frames: tuple[Frame, ...]
 
 
-# Only these encoders exist so far; a battery on another protocol is simulated but not served.
-_ENCODERS = {"pylontech-can": pylontech_can.encode_reading}
+def _broadcaster(protocol: str) -> Callable[[Reading], tuple[Frame, ...]] | None:
+    """The frames a device on `protocol` broadcasts for a reading, from the registry's encoder;
+    None for a protocol that does not broadcast (a polled one is served by answering its
+    requests) or has no encoder: such a battery is simulated but not put on the wire."""
+    info = protocol_info(protocol)
+    encode = None if info is None or info.addressing != "broadcast" else info.can_encode
+    if encode is None:
+        return None
+    return lambda reading: tuple((i, d) for i, d, _extended in encode(reading, None))
+
+
 _SIM_CHEMISTRY = {"lifepo4": "lifepo4", "nmc": "nmc", "lto": "lifepo4", "lead-acid": "lead-acid"}
 # A charger's setpoint per cell when the config names none.
 _DEFAULT_CHARGE_V_PER_CELL = {"lifepo4": 3.45, "nmc": 4.1, "lead-acid": 2.4}
@@ -163,14 +173,15 @@ class BankSimulator:
         out: list[Broadcast] = []
         for b in self.bank.batteries():
             src = b.source
-            if src is None or b.name in self.silent or src.protocol not in _ENCODERS:
+            if src is None or b.name in self.silent:
                 continue
-            reading = self.physics.reading(b.name, at)
-            out.append(Broadcast(src.link, b.name, tuple(_ENCODERS[src.protocol](reading))))
+            encode = _broadcaster(src.protocol)
+            if encode is not None:
+                out.append(Broadcast(src.link, b.name, encode(self.physics.reading(b.name, at))))
         src = self.bank.source
-        if src is not None and src.protocol in _ENCODERS:
-            reading = self.physics.bank_reading(at)
-            out.append(Broadcast(src.link, "bank", tuple(_ENCODERS[src.protocol](reading))))
+        encode = None if src is None else _broadcaster(src.protocol)
+        if src is not None and encode is not None:
+            out.append(Broadcast(src.link, "bank", encode(self.physics.bank_reading(at))))
         return out
 
     def can_links(self) -> dict[str, CanLinkSettings]:
