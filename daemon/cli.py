@@ -18,7 +18,8 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 
-from bankwatch.daemon.config import Config, SerialLinkConfig, load_config, parse_config
+from bankwatch.daemon.config import Config, load_config, parse_config
+from bankwatch.daemon.link_config import SerialLinkConfig
 from bankwatch.daemon.publish_config import add_publish_arguments
 from bankwatch.daemon.report import format_findings, format_tree
 from bankwatch.daemon.rules import check_bank
@@ -153,10 +154,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from bankwatch.drivers.simulator.serve import serve
+    from bankwatch.daemon.simulation import simulate
 
     config = load_config(args.config)
-    return asyncio.run(serve(config, duration_s=args.duration, speed=args.speed))
+    return asyncio.run(simulate(config, duration_s=args.duration, speed=args.speed))
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -8,11 +8,11 @@ Layout (see configs/ for complete examples):
 
     [bank]                 name, chemistry, nominal_voltage_v, charger/inverter voltage, source
     [models.NAME]          capacity_ah, nominal_voltage_v, chemistry, maker's series/parallel limits
-    [links.NAME]           type = "can" (interface, channel, bitrate) or "serial" (port, baud)
+    [links.NAME]           type = "can" or "serial" (see link_config)
     [[strings]]            name, batteries = [{ name, model, source = { link, protocol, address } }]
     [detect]               thresholds of the detectors; [detect.KIND] per alert kind
-    [simulation]           only read by the simulator: profile, per-battery physics, faults
-    [modbus_maps.NAME]     register maps for protocol "modbus-map" (see daemon/modbus_maps.py)
+    [simulation]           only read by the simulator: profile, physics, faults (simulation_config)
+    [modbus_maps.NAME]     register maps for protocol "modbus-map" (drivers/modbus_map_schema.py)
     [mqtt], [influxdb]     where state and alerts are published (see publish_config)
     [scenario]             only read by `demo --scenario` and tests: length, expected alerts
 
@@ -27,43 +27,38 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
-from bankwatch.daemon.modbus_maps import ModbusMapConfig
+from bankwatch.daemon.link_config import LinkConfig
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
+from bankwatch.daemon.schema import Name, NonNegFloat, PositiveFloat
+from bankwatch.daemon.schema import Strict as _Strict
+from bankwatch.daemon.simulation_config import SimulationConfig
+from bankwatch.drivers.chemistry import Chemistry
 from bankwatch.drivers.errors import ConfigError
+from bankwatch.drivers.modbus_map_schema import ModbusMapConfig
 from bankwatch.drivers.registry import PROTOCOLS
 
 __all__ = [
     "ALERT_KINDS",
-    "CELL_NOMINAL_V",
-    "CHEMISTRY_FAMILY",
-    "FAULT_VALUES",
     "AlertKind",
     "BankConfig",
     "BankSection",
     "BatteryConfig",
-    "CanLinkConfig",
     "CellImbalanceConfig",
-    "Chemistry",
     "Config",
     "CurrentImbalanceConfig",
     "CutoffConfig",
     "DetectConfig",
     "ExpectConfig",
-    "FaultConfig",
     "ForbidConfig",
     "KindConfig",
-    "LinkConfig",
     "LinkLostConfig",
     "ModelConfig",
     "PreParallelMismatchConfig",
     "ScenarioConfig",
-    "SerialLinkConfig",
     "SeriesCurrentMismatchConfig",
     "Severity",
-    "SimBatteryConfig",
-    "SimulationConfig",
     "SocMismatchConfig",
     "SourceConfig",
     "StringConfig",
@@ -73,36 +68,6 @@ __all__ = [
     "parse_config",
 ]
 
-Chemistry = Literal["lifepo4", "nmc", "lto", "agm", "flooded", "gel"]
-
-# Chemistries that may never share a bank are in different families; lead-acid subtypes share
-# one family but still differ in charge voltage.
-CHEMISTRY_FAMILY: dict[str, str] = {
-    "lifepo4": "lifepo4",
-    "nmc": "nmc",
-    "lto": "lto",
-    "agm": "lead-acid",
-    "flooded": "lead-acid",
-    "gel": "lead-acid",
-}
-
-CELL_NOMINAL_V: dict[str, float] = {
-    "lifepo4": 3.2,
-    "nmc": 3.7,
-    "lto": 2.4,
-    "agm": 2.0,
-    "flooded": 2.0,
-    "gel": 2.0,
-}
-
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 class SourceConfig(_Strict):
     """Where a battery's (or the bank's) data comes from."""
 
@@ -111,7 +76,7 @@ class SourceConfig(_Strict):
     # Bus address for request/response protocols (DIP switches); broadcast protocols have none.
     address: Annotated[int, Field(ge=0, le=255)] | None = None
     # protocol "modbus-map" only: an inline [modbus_maps.NAME], a map file path, or a shipped
-    # map's name (see bankwatch.daemon.modbus_maps.resolve_map).
+    # map's name (see bankwatch.drivers.modbus_map_schema.resolve_map).
     map: str | None = None
 
 
@@ -138,54 +103,6 @@ class StringConfig(_Strict):
     batteries: Annotated[list[BatteryConfig], Field(min_length=1)]
 
 
-class CanLinkConfig(_Strict):
-    type: Literal["can"]
-    # Any python-can interface: socketcan (a Pi HAT's can0), slcan, gs_usb, socketcand, virtual…
-    interface: str = "socketcan"
-    channel: str = "can0"
-    bitrate: Annotated[int, Field(ge=10_000, le=1_000_000)] = 500_000
-    # socketcand only: the server that serves the bus.
-    host: str | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    # slcan and other serial adapters: the adapter's serial speed.
-    tty_baudrate: Annotated[int, Field(gt=0)] | None = None
-    # No frame for this long marks the link down (python-can may never notice a vanished adapter).
-    silence_timeout_s: PositiveFloat = 5.0
-    # Polled protocols (daly-can): how often each battery on this bus is asked.
-    poll_interval_s: PositiveFloat = 1.0
-    # Send the inverter keep-alive (0x305) once a second, for a bus where bankwatch is the only
-    # receiver. Off by default: bankwatch only listens beside an inverter.
-    send_keepalive: bool = False
-
-    @model_validator(mode="after")
-    def _socketcand_needs_server(self) -> CanLinkConfig:
-        if self.interface == "socketcand" and (self.host is None or self.port is None):
-            raise ValueError("interface 'socketcand' needs host and port")
-        return self
-
-
-class SerialLinkConfig(_Strict):
-    type: Literal["serial"]
-    port: str
-    baud: Annotated[int, Field(gt=0)] = 9600
-    # An inverter or a master pack already polls this bus: send nothing, decode what is heard.
-    listen_only: bool = False
-    # The adapter hears what it sends (some 2-wire RS485 adapters): drop our own request.
-    echo: bool = False
-    # Start a poll sweep this often (a sweep that takes longer starts the next at once).
-    poll_interval_s: PositiveFloat = 1.0
-    # Overrides of the protocol's own timing: quiet time after a reply before the next request,
-    # how long a reply may take to start, and how often a request is repeated unanswered.
-    gap_s: Annotated[float, Field(ge=0)] | None = None
-    reply_timeout_s: PositiveFloat | None = None
-    retries: Annotated[int, Field(ge=0, le=10)] = 1
-    # Listen-only: nothing heard for this long marks the line silent.
-    silence_timeout_s: PositiveFloat = 10.0
-
-
-LinkConfig = Annotated[CanLinkConfig | SerialLinkConfig, Field(discriminator="type")]
-
-
 class BankSection(_Strict):
     name: Name
     chemistry: Chemistry
@@ -197,7 +114,6 @@ class BankSection(_Strict):
     source: SourceConfig | None = None
 
 
-NonNegFloat = Annotated[float, Field(ge=0)]
 Severity = Literal["info", "warning", "critical"]
 ALERT_KINDS = (
     "cutoff",
@@ -411,111 +327,6 @@ class DetectConfig(_Strict):
         return self
 
 
-class SimBatteryConfig(_Strict):
-    initial_soc_pct: Annotated[float, Field(ge=0, le=100)] | None = None
-    capacity_factor: Annotated[float, Field(gt=0, le=1.5)] | None = None
-    internal_resistance_ohm: PositiveFloat | None = None
-    cable_resistance_ohm: Annotated[float, Field(ge=0)] | None = None
-    temperature_c: float | None = None
-    # The battery as really built, when it differs from its model (a 24 V battery where the
-    # config says 12 V).
-    cell_count: Annotated[int, Field(ge=1, le=64)] | None = None
-
-
-# Fault kinds that need a `value`, and what it means.
-FAULT_VALUES: dict[str, str] = {
-    "capacity_fade": "capacity factor, 0.8 = 80 % of the rating left",
-    "cable_resistance": "the battery's cable resistance in ohms",
-    "cell_drift": "one cell's SOC offset in percentage points (negative: a weak cell)",
-    "heating": "kelvin the battery's surroundings are above the bank's ambient",
-    "leak": "amps drawn from this battery alone",
-    "current_sensor_offset": "amps the BMS's current reading is off by",
-    "voltage_sensor_offset": "volts the BMS's pack voltage reading is off by",
-}
-
-
-class FaultConfig(_Strict):
-    at_s: Annotated[float, Field(ge=0)]
-    # The battery of a cutoff, silent or recover fault.
-    battery: str = ""
-    # cutoff: the BMS trips (protection names the cause); silent: the battery stops talking;
-    # recover: undo both. disconnect / connect: the branch's isolator opens / closes (the BMS
-    # keeps talking). unplug: a serial link's adapter vanishes (its port closes and its path
-    # goes away); replug: it comes back, under the same path. The rest change the battery by
-    # `value` (see FAULT_VALUES).
-    kind: Literal[
-        "cutoff",
-        "silent",
-        "recover",
-        "disconnect",
-        "connect",
-        "unplug",
-        "replug",
-        "capacity_fade",
-        "cable_resistance",
-        "cell_drift",
-        "heating",
-        "leak",
-        "current_sensor_offset",
-        "voltage_sensor_offset",
-    ]
-    value: float | None = None
-    # The serial link of an unplug or replug fault.
-    link: str | None = None
-    protection: Literal[
-        "cell_overvoltage",
-        "cell_undervoltage",
-        "charge_overcurrent",
-        "discharge_overcurrent",
-        "over_temperature",
-        "under_temperature",
-        "short_circuit",
-        "system_error",
-    ] = "cell_undervoltage"
-
-    @model_validator(mode="after")
-    def _target(self) -> FaultConfig:
-        if self.kind in ("unplug", "replug"):
-            if self.link is None:
-                raise ValueError(f"a {self.kind} fault needs link (a serial link's name)")
-        elif not self.battery:
-            raise ValueError(f"a {self.kind} fault needs battery")
-        return self
-
-    @model_validator(mode="after")
-    def _value_fits_kind(self) -> FaultConfig:
-        meaning = FAULT_VALUES.get(self.kind)
-        if meaning is None:
-            if self.value is not None:
-                raise ValueError(f"fault kind {self.kind!r} takes no value")
-            return self
-        if self.value is None:
-            raise ValueError(f"fault kind {self.kind!r} needs a value: {meaning}")
-        if self.kind == "capacity_fade" and not 0 < self.value <= 1.5:
-            raise ValueError("capacity_fade value must be within (0, 1.5]")
-        if self.kind == "cable_resistance" and self.value < 0:
-            raise ValueError("cable_resistance value must be >= 0")
-        if self.kind == "cell_drift" and not -50 <= self.value <= 50:
-            raise ValueError("cell_drift value must be within -50..50 points")
-        return self
-
-
-class SimulationConfig(_Strict):
-    profile: Literal["solar-day", "constant"] = "solar-day"
-    # constant profile: bank power in watts, + charging.
-    power_w: float = -500.0
-    # Where in the day the simulated clock starts, as "HH:MM".
-    start_time: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "08:00"
-    speed: PositiveFloat = 1.0
-    step_s: PositiveFloat = 1.0
-    seed: int = 0
-    initial_soc_pct: Annotated[float, Field(ge=0, le=100)] = 70.0
-    # The air the batteries cool toward (and start at, unless a battery says otherwise).
-    ambient_c: Annotated[float, Field(ge=-40, le=70)] = 25.0
-    batteries: dict[str, SimBatteryConfig] = Field(default_factory=dict)
-    faults: list[FaultConfig] = Field(default_factory=list)
-
-
 class ExpectConfig(_Strict):
     """An alert a scenario must raise: of this kind, on this subject (a path: bank,
     bank/string or bank/string/battery; any subject when left out), within this many simulated
@@ -559,7 +370,7 @@ class Config(_Strict):
     strings: Annotated[list[StringConfig], Field(min_length=1)]
     detect: DetectConfig = Field(default_factory=DetectConfig)
     simulation: SimulationConfig | None = None
-    # Register maps for protocol "modbus-map", by name (bankwatch.daemon.modbus_maps).
+    # Register maps for protocol "modbus-map", by name (bankwatch.drivers.modbus_map_schema).
     modbus_maps: dict[Name, ModbusMapConfig] = Field(default_factory=dict)
     mqtt: MqttConfig | None = None
     influxdb: InfluxConfig | None = None

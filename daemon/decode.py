@@ -11,46 +11,15 @@ a protection while 0x35C enables both directions ...) comes out as a `warnings` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from bankwatch.drivers import daly_can, pylontech_can
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.registry import MAP_PREFIX, PROTOCOLS, protocol_info
+from bankwatch.drivers.registry import MAP_PREFIX, PROTOCOLS, CanDriver, protocol_info
 
 __all__ = ["decode_frames", "parse_candump"]
 
 _CANDUMP = re.compile(r"^([0-9A-Fa-f]{1,8})#([0-9A-Fa-f]*)$")
-
-
-class _Assembler(Protocol):
-    @property
-    def reading(self) -> Reading: ...
-
-    @property
-    def warnings(self) -> list[str]: ...
-
-    def on_frame(self, can_id: int, data: bytes, extended: bool, now: float) -> bool: ...
-
-
-def _pylontech(first: tuple[int, bytes, bool]) -> _Assembler:
-    return pylontech_can.PylontechCanDriver("", log_warnings=False)
-
-
-def _daly(first: tuple[int, bytes, bool]) -> _Assembler:
-    # The BMS address is the reply's source; a request (from the host) names it as destination.
-    return daly_can.DalyCanDriver("", daly_can.bms_address_of(first[0]), log_warnings=False)
-
-
-_VALIDATORS: dict[str, Callable[[int, bytes, bool], object]] = {
-    "pylontech-can": lambda i, d, e: pylontech_can.decode_fields(i, d, extended=e),
-    "daly-can": lambda i, d, e: daly_can.decode_reply(i, d, extended=e),
-}
-_ASSEMBLERS: dict[str, Callable[[tuple[int, bytes, bool]], _Assembler]] = {
-    "pylontech-can": _pylontech,
-    "daly-can": _daly,
-}
 
 
 def parse_candump(text: str) -> tuple[int, bytes, bool]:
@@ -80,17 +49,19 @@ def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
         from bankwatch.daemon.serial_decode import decode_serial_frames
 
         return decode_serial_frames(protocol, frames)
-    validate = _VALIDATORS.get(protocol)
-    make = _ASSEMBLERS.get(protocol)
+    validate = info.can_decode
+    make = info.can_driver
     if validate is None or make is None:
         raise UsageError(f"protocol {protocol!r} has no frame decoder yet")
     parsed = [parse_candump(text) for text in frames]
-    assembler: _Assembler | None = None
+    assembler: CanDriver | None = None
     for text, (can_id, data, extended) in zip(frames, parsed, strict=True):
         try:
             validate(can_id, data, extended)  # one clear error for a frame that is not ours
             if assembler is None:
-                assembler = make((can_id, data, extended))
+                # An addressed protocol's device is the one the first frame is from.
+                address = None if info.can_address_of is None else info.can_address_of(can_id)
+                assembler = make("", address, log_warnings=False)
             assembler.on_frame(can_id, data, extended, 0.0)
         except FrameError as exc:
             raise FrameError(f"{text}: {exc}") from None

@@ -27,11 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
+from bankwatch.daemon.config import Config
 from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
 from bankwatch.daemon.detectors import AlertEvent
+from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
 from bankwatch.daemon.scenario import ScenarioRun
 from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_signals
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.clock import ScaledClock
 from bankwatch.drivers.errors import UsageError
@@ -108,7 +110,7 @@ async def run_demo(
     sinks: list[Sink] = [counter]
     if json_out:
         sinks.append(JsonAlertSink(out))
-    runner = SimulatorRunner(config, clock)
+    runner = SimulatorRunner(bank_description(config), clock)
     await runner.open()
     if not json_out:
         sinks.append(ConsoleView(out, clock_text=lambda: _bank_time(runner, sim_speed)))

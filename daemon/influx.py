@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 import time
 import urllib.parse
 from collections import deque
@@ -55,6 +54,7 @@ from bankwatch.daemon.detectors import Alert, AlertEvent
 from bankwatch.daemon.publish_config import InfluxConfig
 from bankwatch.daemon.spool import Spool
 from bankwatch.daemon.topology import BankState, Topology
+from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.model import Reading, flag_names
 
 if TYPE_CHECKING:
@@ -530,7 +530,7 @@ class InfluxSink:
                 spool.pending,
             )
         last_flush = loop.time()
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         next_try = 0.0
         try:
             while True:
@@ -545,12 +545,11 @@ class InfluxSink:
                         if await self._write(batch):
                             del self._buffer[: len(batch)]
                             last_flush = loop.time()
-                            backoff = _BACKOFF_FIRST_S
+                            backoff.reset()
                             continue
                         await self._to_spool()
                         last_flush = loop.time()
-                        next_try = loop.time() + random.uniform(0.5, 1.0) * backoff
-                        backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                        next_try = loop.time() + backoff.next()
                 else:
                     if flush_due:
                         # Behind the spooled points, to keep the order.
@@ -560,11 +559,10 @@ class InfluxSink:
                         batch = await asyncio.to_thread(spool.peek, c.batch_size)
                         if await self._write(batch):
                             await asyncio.to_thread(spool.consume, len(batch))
-                            backoff = _BACKOFF_FIRST_S
+                            backoff.reset()
                             next_try = 0.0
                             continue
-                        next_try = loop.time() + random.uniform(0.5, 1.0) * backoff
-                        backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                        next_try = loop.time() + backoff.next()
                 if not self._buffer and not spool.pending and not self._snapshots:
                     self.idle.set()
                 now = loop.time()

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 import ssl
 from collections import deque
@@ -43,6 +42,7 @@ from bankwatch.daemon.credentials import Secret
 from bankwatch.daemon.detectors import Alert, AlertEvent
 from bankwatch.daemon.publish_config import MqttConfig
 from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
+from bankwatch.drivers.backoff import Backoff
 
 if TYPE_CHECKING:
     from bankwatch.daemon.service import Monitor
@@ -571,7 +571,7 @@ class MqttSink:
         )
 
     async def run(self) -> None:
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         was_up: bool | None = None  # log once per transition, not once per attempt
         where = f"{self.config.host}:{self.config.effective_port}"
         while True:
@@ -580,7 +580,7 @@ class MqttSink:
                     self.connections += 1
                     log.info("mqtt: connected to %s", where)
                     was_up = True
-                    backoff = _BACKOFF_FIRST_S
+                    backoff.reset()
                     await self._session(client)
             except aiomqtt.MqttError as exc:
                 if was_up is not False:
@@ -596,8 +596,7 @@ class MqttSink:
                 was_up = False
             finally:
                 self.connected.clear()
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _session(self, client: aiomqtt.Client) -> None:
         try:

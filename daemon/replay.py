@@ -21,8 +21,9 @@ from pathlib import Path
 
 import can
 
-from bankwatch.daemon.config import CanLinkConfig, Config, parse_config
+from bankwatch.daemon.config import Config, parse_config
 from bankwatch.daemon.detectors import AlertEvent
+from bankwatch.daemon.link_config import CanLinkConfig
 from bankwatch.daemon.service import Monitor, Sink
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.clock import ManualClock

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from bankwatch.daemon.config import CELL_NOMINAL_V, CHEMISTRY_FAMILY, Config
+from bankwatch.daemon.config import Config
 from bankwatch.daemon.topology import Topology
+from bankwatch.drivers.chemistry import CELL_NOMINAL_V, CHEMISTRY_FAMILY
 from bankwatch.drivers.registry import PROTOCOLS
 from bankwatch.drivers.serial_codec import talks_unasked
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from bankwatch.daemon.alerts import RANK, AlertEvent
 from bankwatch.daemon.config import Config, ExpectConfig, ForbidConfig, load_config
 from bankwatch.daemon.service import Monitor, Sink
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.errors import ConfigError
@@ -118,7 +119,7 @@ class ScenarioRun:
         scenario = config.scenario
         self.tick_s = tick_s or (scenario.tick_s if scenario is not None else 1.0)
         self.clock = ManualClock(start_wall=time.time() if start_wall is None else start_wall)
-        self.sim = BankSimulator(config)
+        self.sim = BankSimulator(bank_description(config))
         self.monitor = Monitor(config, self.clock, sinks, tick_s=self.tick_s, open_links=False)
         self.start = self.clock.monotonic()
         self.result = ScenarioResult()

@@ -23,10 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.errors import FrameError, LinkError, UsageError
-from bankwatch.drivers.links.serial import FrameSplitter, SerialLine, SerialPort
+from bankwatch.drivers.links.serial import (
+    FrameSplitter,
+    SerialLine,
+    SerialLinkSettings,
+    SerialPort,
+)
 from bankwatch.drivers.model import Protection, Reading, flag_names
 from bankwatch.drivers.registry import MAP_PREFIX, protocol_info, serial_codecs
 from bankwatch.drivers.serial_codec import (
@@ -123,8 +127,8 @@ async def scan(
     found: list[Found] = []
     clock = SystemClock()
     for baud, members in sorted(plan.items()):
-        cfg = SerialLinkConfig(
-            type="serial", port=port, baud=baud, retries=0, reply_timeout_s=timeout_s, gap_s=0.0
+        cfg = SerialLinkSettings(
+            port=port, baud=baud, retries=0, reply_timeout_s=timeout_s, gap_s=0.0
         )
         line = SerialLine("scan", cfg, [], lambda _s, _r: None, clock)
         sport = await SerialPort.open(port, baud)

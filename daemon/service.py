@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Protocol, TextIO, runtime_checkable
 
 from bankwatch.daemon.alert_state import AlertStore, default_state_dir
-from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
+from bankwatch.daemon.config import Config
 from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
+from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
 from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
@@ -135,7 +136,8 @@ class Monitor:
                     log.info("link %s: no battery uses it; not opened", link_name)
                 continue
             if isinstance(link_cfg, CanLinkConfig):
-                link = CanLink(link_name, link_cfg, self._frame_handler(link_name), self.clock)
+                link = CanLink(
+                    link_name, link_cfg.settings(), self._frame_handler(link_name), self.clock)
                 self.links[link_name] = link
                 polled: list[PollSource] = [
                     d for _, d in self._drivers[link_name] if isinstance(d, PollSource)
@@ -156,7 +158,7 @@ class Monitor:
                 log.warning("link %s: serial devices on a CAN link; not opened", link_name)
                 continue
             self.serial_lines[link_name] = SerialLine(
-                link_name, link_cfg, devices, self._serial_reading, self.clock
+                link_name, link_cfg.settings(), devices, self._serial_reading, self.clock
             )
 
     def _serial_reading(self, subject: str, reading: Reading) -> None:

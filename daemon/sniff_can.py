@@ -17,18 +17,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import json
 import sys
 from collections import Counter
 from typing import Any, TextIO
 
-from bankwatch.daemon.config import CanLinkConfig, load_config
-from bankwatch.drivers import daly_can, pylontech_can
+from bankwatch.daemon.config import load_config
+from bankwatch.daemon.link_config import CanLinkConfig
 from bankwatch.drivers.clock import SystemClock
-from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.errors import FrameError, UnknownCommandError, UsageError
 from bankwatch.drivers.links.can import CanLink
-from bankwatch.drivers.model import flag_names
+from bankwatch.drivers.model import Reading, flag_names
+from bankwatch.drivers.registry import can_protocols
 
 __all__ = ["add_can_arguments", "decode_any", "link_config_from_args", "run_sniff_can"]
 
@@ -70,17 +72,30 @@ def link_config_from_args(args: argparse.Namespace) -> CanLinkConfig:
 
 
 def decode_any(can_id: int, data: bytes, extended: bool) -> tuple[str, dict[str, Any]]:
-    """What a frame says in the first CAN protocol that reads it: (protocol, fields)."""
-    try:
-        if extended:
-            fields = daly_can.decode_reply(can_id, data, extended=True)
-            return "daly-can", fields
-        fields = pylontech_can.decode_fields(can_id, data, extended=False)
-        return "pylontech-can", fields
-    except pylontech_can.UnknownFrameError:
-        return "", {}
-    except FrameError as exc:
-        return "error", {"error": str(exc)}
+    """What a frame says in the first CAN protocol of the registry that reads it:
+    (protocol, fields); ("", {}) when none does, ("error", ...) when one finds it broken."""
+    for name, info in can_protocols().items():
+        if info.can_decode is None:
+            continue
+        try:
+            reading = info.can_decode(can_id, data, extended)
+        except UnknownCommandError:
+            continue  # not this protocol's frame: ask the next
+        except FrameError as exc:
+            return "error", {"error": str(exc)}
+        return name, _fields_of(reading)
+    return "", {}
+
+
+def _fields_of(reading: Reading) -> dict[str, Any]:
+    """The fields a frame carried, in the Reading's order (no derived ones such as power_w)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(reading):
+        value = getattr(reading, f.name)
+        if f.name in ("subject", "at") or value is None or (f.name == "extra" and not value):
+            continue
+        out[f.name] = value
+    return out
 
 
 def _text(value: Any) -> Any:
@@ -145,7 +160,7 @@ async def run_sniff_can(
 
     clock = SystemClock()
     printer = _Printer(out or sys.stdout, as_json, clock.monotonic())
-    link = CanLink(name, link_cfg, printer, clock)
+    link = CanLink(name, link_cfg.settings(), printer, clock)
     stop = asyncio.Event()
     install_stop_signals(stop)
     task = asyncio.create_task(link.run(), name=f"sniff-{name}")

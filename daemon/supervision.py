@@ -221,5 +221,3 @@ def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
             handler.setFormatter(JournalFormatter())
     return True
-
-

@@ -20,7 +20,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bankwatch.daemon.config import CELL_NOMINAL_V, Config, ModelConfig, SourceConfig
+from bankwatch.daemon.config import Config, ModelConfig, SourceConfig
+from bankwatch.drivers.chemistry import CELL_NOMINAL_V
 from bankwatch.drivers.model import Reading
 
 __all__ = [

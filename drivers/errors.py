@@ -5,9 +5,15 @@ from __future__ import annotations
 
 __all__ = [
     "BankwatchError",
+    "ChecksumError",
     "ConfigError",
+    "ErrorReplyError",
     "FrameError",
+    "FrameLengthError",
+    "IncompleteError",
     "LinkError",
+    "MalformedFrameError",
+    "UnknownCommandError",
     "UsageError",
 ]
 
@@ -32,6 +38,36 @@ class ConfigError(BankwatchError):
 class FrameError(BankwatchError):
     """A frame could not be decoded: wrong length, bad checksum, unknown id. A codec raises this
     (or a subclass) and never returns half a reading."""
+
+
+# What went wrong with a frame, the same kinds for every codec: a caller can tell a corrupt
+# frame (ChecksumError: noise on the line, retry) from a frame the codec does not know
+# (UnknownCommandError: another device, a newer firmware) without parsing messages.
+
+
+class ChecksumError(FrameError):
+    """The frame's checksum or CRC does not match its bytes (the message gives both values)."""
+
+
+class FrameLengthError(FrameError):
+    """The frame is shorter or longer than its header or its command says (both lengths given)."""
+
+
+class MalformedFrameError(FrameError):
+    """The bytes cannot be this protocol's frame: wrong start or end byte, impossible field."""
+
+
+class UnknownCommandError(FrameError):
+    """A well-formed frame with a command, CAN id, register or data id this codec does not
+    decode."""
+
+
+class ErrorReplyError(FrameError):
+    """The BMS answered, but with its error status instead of data."""
+
+
+class IncompleteError(FrameError):
+    """The parts of a multi-frame reply do not make a whole (a frame of a list is missing)."""
 
 
 class LinkError(BankwatchError):

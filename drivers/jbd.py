@@ -29,16 +29,16 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.drivers.model import Protection, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers.bits import Bit, BitTable
+from bankwatch.drivers.errors import (
     ChecksumError,
     ErrorReplyError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
 )
+from bankwatch.drivers.model import Protection, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -70,20 +70,23 @@ _BASIC_MIN = 23  # data bytes of 0x03 up to and including the NTC count
 REGISTERS: tuple[int, ...] = (0x03, 0x04, 0x05)
 
 # protection bit -> flag
-_PROTECTION_BITS: tuple[tuple[int, str, Protection], ...] = (
-    (0, "cell_overvoltage", Protection.CELL_OVERVOLTAGE),
-    (1, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE),
-    (2, "pack_overvoltage", Protection.CELL_OVERVOLTAGE),
-    (3, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE),
-    (4, "charge_over_temperature", Protection.OVER_TEMPERATURE),
-    (5, "charge_under_temperature", Protection.UNDER_TEMPERATURE),
-    (6, "discharge_over_temperature", Protection.OVER_TEMPERATURE),
-    (7, "discharge_under_temperature", Protection.UNDER_TEMPERATURE),
-    (8, "charge_overcurrent", Protection.CHARGE_OVERCURRENT),
-    (9, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT),
-    (10, "short_circuit", Protection.SHORT_CIRCUIT),
-    (11, "front_end_ic_error", Protection.SYSTEM_ERROR),
-    (12, "software_mos_lock", Protection.SYSTEM_ERROR),
+_PROTECTION_BITS = BitTable(
+    Bit(bit, name, flag)
+    for bit, name, flag in (
+        (0, "cell_overvoltage", Protection.CELL_OVERVOLTAGE),
+        (1, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE),
+        (2, "pack_overvoltage", Protection.CELL_OVERVOLTAGE),
+        (3, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE),
+        (4, "charge_over_temperature", Protection.OVER_TEMPERATURE),
+        (5, "charge_under_temperature", Protection.UNDER_TEMPERATURE),
+        (6, "discharge_over_temperature", Protection.OVER_TEMPERATURE),
+        (7, "discharge_under_temperature", Protection.UNDER_TEMPERATURE),
+        (8, "charge_overcurrent", Protection.CHARGE_OVERCURRENT),
+        (9, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT),
+        (10, "short_circuit", Protection.SHORT_CIRCUIT),
+        (11, "front_end_ic_error", Protection.SYSTEM_ERROR),
+        (12, "software_mos_lock", Protection.SYSTEM_ERROR),
+    )
 )
 # 0xAA: protection event counters, in order.
 _COUNTERS = (
@@ -191,16 +194,12 @@ def _decode_03(d: bytes) -> Reading:
         ">HhHHHHHHH", d
     )
     version, soc, fets, cells = d[18], d[19], d[20], d[21]
-    protections = Protection.NONE
-    names = []
-    for bit, name, flag in _PROTECTION_BITS:
-        if prot >> bit & 1:
-            protections |= flag
-            names.append(name)
+    found = _PROTECTION_BITS.decode(prot)
+    protections, names = found.protections, found.names
     temps = tuple(round((_u16(d, _BASIC_MIN + 2 * i) - _KELVIN_TENTHS) / 10, 1) for i in range(ntc))
     ext = d[end:]
     extra: list[tuple[str, float | int | str | bool]] = [
-        ("production_date", _date(date)),
+        ("manufacturing_date", _date(date)),
         ("balance_bits", bal_lo | bal_hi << 16),
         ("protection_bits", prot),
         ("protections_active", ",".join(names)),
@@ -279,12 +278,7 @@ def _int_extra(r: Reading, key: str) -> int | None:
 def _encode_03(r: Reading) -> bytes | None:
     prot = _int_extra(r, "protection_bits")
     if prot is None:
-        prot = 0
-        done = Protection.NONE
-        for bit, _name, flag in _PROTECTION_BITS:
-            if r.protections and flag in r.protections and flag not in done:
-                prot |= 1 << bit
-                done |= flag
+        prot = _PROTECTION_BITS.encode(r.protections, None)
     balance = _int_extra(r, "balance_bits") or 0
     temps = (r.temperatures_c or ())[: (255 - _BASIC_MIN) // 2]  # what the length byte allows
     cells = len(r.cell_voltages_v or ()) or (_int_extra(r, "cell_count") or 0)
@@ -295,7 +289,7 @@ def _encode_03(r: Reading) -> bytes | None:
         clamp((r.remaining_ah or 0.0) * 100, 0, 0xFFFF),
         clamp((r.design_ah or r.full_charge_ah or 0.0) * 100, 0, 0xFFFF),
         clamp(r.cycles or 0, 0, 0xFFFF),
-        _date_raw(dict(r.extra).get("production_date", "")),
+        _date_raw(dict(r.extra).get("manufacturing_date", "")),
         balance & 0xFFFF,
         balance >> 16 & 0xFFFF,
         prot & 0xFFFF,

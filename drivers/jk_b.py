@@ -29,15 +29,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bankwatch.drivers.model import Alarm, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers.bits import Bit, BitTable
+from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
 )
+from bankwatch.drivers.model import Alarm, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -94,7 +94,7 @@ _ITEMS: dict[int, _Item] = {
         _Item(0x87, 2),  # cycles
         _Item(0x89, 4, "cycle_capacity_ah"),
         _Item(0x8A, 2, "cell_count"),
-        _Item(0x8B, 2, "warning_bits"),
+        _Item(0x8B, 2, "alarm_bits"),
         _Item(0x8C, 2, "status_bits"),
         _Item(0x8E, 2, "pack_ovp_v", 0.01),
         _Item(0x8F, 2, "pack_uvp_v", 0.01),
@@ -111,7 +111,7 @@ _ITEMS: dict[int, _Item] = {
         _Item(0x9A, 2, "charge_ocp_delay_s"),
         _Item(0x9B, 2, "balance_start_v", 0.001),
         _Item(0x9C, 2, "balance_trigger_v", 0.001),
-        _Item(0x9D, 1, "balance_enabled"),
+        _Item(0x9D, 1, "balance_switch"),
         _Item(0x9E, 2, "mosfet_otp_c"),
         _Item(0x9F, 2, "mosfet_otp_recovery_c"),
         _Item(0xA0, 2, "battery_otp_c"),
@@ -128,15 +128,15 @@ _ITEMS: dict[int, _Item] = {
         _Item(0xAB, 1, "charge_switch"),
         _Item(0xAC, 1, "discharge_switch"),
         _Item(0xAD, 2, "current_calibration"),
-        _Item(0xAE, 1, "board_address"),
+        _Item(0xAE, 1, "device_address"),
         _Item(0xAF, 1, "battery_type"),
         _Item(0xB0, 2, "sleep_wait_s"),
         _Item(0xB1, 1, "low_soc_alarm_pct"),
         _Item(0xB2, 10),  # password: never copied out
         _Item(0xB3, 1, "dedicated_charger"),
         _Item(0xB4, 8),  # device id -> serial
-        _Item(0xB5, 4, "date_code"),
-        _Item(0xB6, 4, "runtime_min"),
+        _Item(0xB5, 4, "manufacturing_date"),
+        _Item(0xB6, 4, "runtime_s", 60),  # minutes on the wire
         _Item(0xB7, 15),  # software version -> firmware
         _Item(0xB8, 1, "calibration_active"),
         _Item(0xB9, 4, "actual_capacity_ah"),
@@ -145,24 +145,27 @@ _ITEMS: dict[int, _Item] = {
     )
 }
 _CELLS = 0x79
-_TEXT_IDS = {0xB5: "date_code"}
+_TEXT_IDS = {0xB5: "manufacturing_date"}
 
-# 0x8B warning bit -> alarm (bits without an Alarm stay in extra["warnings"] by name).
-_WARNINGS: tuple[tuple[int, str, Alarm | None], ...] = (
-    (0, "low_capacity", None),
-    (1, "mosfet_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (2, "charge_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
-    (3, "discharge_undervoltage", Alarm.CELL_LOW_VOLTAGE),
-    (4, "battery_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (5, "charge_overcurrent", Alarm.CHARGE_HIGH_CURRENT),
-    (6, "discharge_overcurrent", Alarm.DISCHARGE_HIGH_CURRENT),
-    (7, "cell_voltage_difference", Alarm.CELL_IMBALANCE),
-    (8, "box_over_temperature", Alarm.HIGH_TEMPERATURE),
-    (9, "battery_low_temperature", Alarm.LOW_TEMPERATURE),
-    (10, "cell_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
-    (11, "cell_undervoltage", Alarm.CELL_LOW_VOLTAGE),
-    (12, "309_a_protection", None),
-    (13, "309_b_protection", None),
+# 0x8B warning bit -> alarm (every set bit is named in extra["alarms_active"]).
+_WARNINGS = BitTable(
+    Bit(bit, name, None, flag)
+    for bit, name, flag in (
+        (0, "low_capacity", None),
+        (1, "mosfet_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (2, "charge_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
+        (3, "discharge_undervoltage", Alarm.CELL_LOW_VOLTAGE),
+        (4, "battery_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (5, "charge_overcurrent", Alarm.CHARGE_HIGH_CURRENT),
+        (6, "discharge_overcurrent", Alarm.DISCHARGE_HIGH_CURRENT),
+        (7, "cell_voltage_difference", Alarm.CELL_IMBALANCE),
+        (8, "box_over_temperature", Alarm.HIGH_TEMPERATURE),
+        (9, "battery_low_temperature", Alarm.LOW_TEMPERATURE),
+        (10, "cell_overvoltage", Alarm.CELL_HIGH_VOLTAGE),
+        (11, "cell_undervoltage", Alarm.CELL_LOW_VOLTAGE),
+        (12, "309_a_protection", None),
+        (13, "309_b_protection", None),
+    )
 )
 
 
@@ -304,7 +307,12 @@ def _decode_items(items: dict[int, bytes]) -> Reading:
             extra.append((item.key, ascii_field(value)))
             continue
         raw = int.from_bytes(value, "big", signed=item.signed)
-        extra.append((item.key, round(raw * item.scale, 6) if item.scale != 1.0 else raw))
+        if float(item.scale).is_integer():
+            # a whole-number unit change (minutes to seconds) keeps an integer, as other codecs
+            # send the same key: InfluxDB fixes a field's type at its first point
+            extra.append((item.key, raw * int(item.scale)))
+        else:
+            extra.append((item.key, round(raw * item.scale, 6)))
 
     current = None
     raw_current = num(0x84)
@@ -319,14 +327,9 @@ def _decode_items(items: dict[int, bytes]) -> Reading:
     alarms = None
     warnings = num(0x8B)
     if warnings is not None:
-        alarms = Alarm.NONE
-        names = []
-        for bit, name, flag in _WARNINGS:
-            if warnings >> bit & 1:
-                names.append(name)
-                if flag is not None:
-                    alarms |= flag
-        extra.append(("warnings", ",".join(names)))
+        found = _WARNINGS.decode(warnings)
+        alarms = found.alarms
+        extra.append(("alarms_active", ",".join(found.names)))
     status = num(0x8C)
     if status is not None:
         extra.append(("balancing", bool(status & 0x04)))
@@ -393,12 +396,7 @@ def _encode_items(r: Reading) -> bytes:
     temps = r.temperatures_c or ()
     current = r.current_a or 0.0
     tenths_ma = clamp(abs(current) * 100, 0, 0x7FFF)
-    warnings = 0
-    done = Alarm.NONE
-    for bit, _name, flag in _WARNINGS:
-        if flag is not None and r.alarms and flag in r.alarms and flag not in done:
-            warnings |= 1 << bit
-            done |= flag
+    warnings = _WARNINGS.encode(None, r.alarms)
     values: dict[int, int] = dict(_DEFAULTS)
     values.update(
         {
@@ -412,9 +410,7 @@ def _encode_items(r: Reading) -> bytes:
             0x87: clamp(r.cycles or 0, 0, 0xFFFF),
             0x8A: len(cells),
             0x8B: warnings,
-            0x8C: (r.charge_enabled is not False)
-            | (r.discharge_enabled is not False) << 1
-            | 0x08,
+            0x8C: (r.charge_enabled is not False) | (r.discharge_enabled is not False) << 1 | 0x08,
             0xA9: len(cells),
             0xAA: clamp(r.design_ah or r.full_charge_ah or 0.0, 0, 0xFFFFFFFF),
             0xC0: 1,

@@ -43,16 +43,18 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bankwatch.drivers.errors import UsageError
-from bankwatch.drivers.model import Alarm, Protection, Reading
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.bits import Bit, BitTable
+from bankwatch.drivers.errors import (
     ChecksumError,
     FrameLengthError,
     MalformedFrameError,
     UnknownCommandError,
-    ascii_field,
-    clamp,
+    UsageError,
 )
+from bankwatch.drivers.modbus_rtu import crc16
+from bankwatch.drivers.model import Alarm, Protection, Reading
+from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -99,20 +101,6 @@ _MAX_CELLS = 32
 _MAX_ADDRESS = 15
 
 
-def crc16(data: bytes) -> int:
-    """Modbus CRC-16 (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def _with_crc(body: bytes) -> bytes:
-    return body + crc16(body).to_bytes(2, "little")
-
-
 def encode_request(address: int, trigger: int) -> bytes:
     """The FC 0x10 write of 0 to `trigger` (0x1620, 0x161E, 0x161C) at slave `address`."""
     if not 1 <= address <= _MAX_ADDRESS:
@@ -120,7 +108,7 @@ def encode_request(address: int, trigger: int) -> bytes:
             f"jk-pb address {address}: give the pack's DIP address 1..15; address 0 makes a "
             "pack the bus master, and a host must not poll a bus that has one (listen instead)"
         )
-    return _with_crc(struct.pack(">BBHHB", address, _FC_WRITE_MULTIPLE, trigger, 1, 2) + bytes(2))
+    return modbus_rtu.encode_write_multiple_request(address, trigger, [0])
 
 
 def poll_requests(address: int) -> list[bytes]:
@@ -129,7 +117,7 @@ def poll_requests(address: int) -> list[bytes]:
 
 
 def _ack(address: int, trigger: int) -> bytes:
-    return _with_crc(struct.pack(">BBHH", address, _FC_WRITE_MULTIPLE, trigger, 1))
+    return modbus_rtu.encode_write_multiple_reply(address, trigger, 1)
 
 
 # ---- framing -------------------------------------------------------------------------------
@@ -199,11 +187,7 @@ def _check_crc(frame: bytes) -> None:
 
 def is_request(frame: bytes) -> bool:
     """The FC 0x10 trigger writes (longer than the 8-byte ACK) are requests."""
-    return (
-        len(frame) > _ACK_LEN
-        and frame[0] != _MAGIC[0]
-        and frame[1] == _FC_WRITE_MULTIPLE
-    )
+    return len(frame) > _ACK_LEN and frame[0] != _MAGIC[0] and frame[1] == _FC_WRITE_MULTIPLE
 
 
 def frame_address(frame: bytes) -> int | None:
@@ -240,31 +224,34 @@ def _s32(d: bytes, o: int) -> int:
 
 
 # Status: official alarm bit -> (name, protection, alarm).
-_ALARM_BITS: tuple[tuple[int, str, Protection | None, Alarm | None], ...] = (
-    (0, "balance_wire_resistance", Protection.SYSTEM_ERROR, None),
-    (1, "mosfet_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (2, "cell_count_mismatch", Protection.SYSTEM_ERROR, None),
-    (3, "current_sensor_error", Protection.SYSTEM_ERROR, None),
-    (4, "cell_overvoltage", Protection.CELL_OVERVOLTAGE, None),
-    (5, "pack_overvoltage", Protection.CELL_OVERVOLTAGE, None),
-    (6, "charge_overcurrent", Protection.CHARGE_OVERCURRENT, None),
-    (7, "charge_short_circuit", Protection.SHORT_CIRCUIT, None),
-    (8, "charge_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (9, "charge_under_temperature", Protection.UNDER_TEMPERATURE, None),
-    (10, "internal_communication", None, Alarm.INTERNAL_COMMUNICATION),
-    (11, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
-    (12, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
-    (13, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT, None),
-    (14, "discharge_short_circuit", Protection.SHORT_CIRCUIT, None),
-    (15, "discharge_over_temperature", Protection.OVER_TEMPERATURE, None),
-    (16, "charge_mosfet_fault", Protection.SYSTEM_ERROR, None),
-    (17, "discharge_mosfet_fault", Protection.SYSTEM_ERROR, None),
-    (18, "gps_disconnected", None, None),
-    (19, "change_password", None, None),
-    (20, "discharge_on_failed", Protection.SYSTEM_ERROR, None),
-    (21, "battery_over_temperature_alarm", None, Alarm.HIGH_TEMPERATURE),
-    (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
-    (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
+_ALARM_BITS = BitTable(
+    Bit(bit, name, p, a)
+    for bit, name, p, a in (
+        (0, "balance_wire_resistance", Protection.SYSTEM_ERROR, None),
+        (1, "mosfet_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (2, "cell_count_mismatch", Protection.SYSTEM_ERROR, None),
+        (3, "current_sensor_error", Protection.SYSTEM_ERROR, None),
+        (4, "cell_overvoltage", Protection.CELL_OVERVOLTAGE, None),
+        (5, "pack_overvoltage", Protection.CELL_OVERVOLTAGE, None),
+        (6, "charge_overcurrent", Protection.CHARGE_OVERCURRENT, None),
+        (7, "charge_short_circuit", Protection.SHORT_CIRCUIT, None),
+        (8, "charge_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (9, "charge_under_temperature", Protection.UNDER_TEMPERATURE, None),
+        (10, "internal_communication", None, Alarm.INTERNAL_COMMUNICATION),
+        (11, "cell_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
+        (12, "pack_undervoltage", Protection.CELL_UNDERVOLTAGE, None),
+        (13, "discharge_overcurrent", Protection.DISCHARGE_OVERCURRENT, None),
+        (14, "discharge_short_circuit", Protection.SHORT_CIRCUIT, None),
+        (15, "discharge_over_temperature", Protection.OVER_TEMPERATURE, None),
+        (16, "charge_mosfet_fault", Protection.SYSTEM_ERROR, None),
+        (17, "discharge_mosfet_fault", Protection.SYSTEM_ERROR, None),
+        (18, "gps_disconnected", None, None),
+        (19, "change_password", None, None),
+        (20, "discharge_on_failed", Protection.SYSTEM_ERROR, None),
+        (21, "battery_over_temperature_alarm", None, Alarm.HIGH_TEMPERATURE),
+        (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
+        (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
+    )
 )
 # Status temperatures: (presence bit in byte 214, payload offset). T3/T4 sit at 256/258 on
 # every captured unit (the official +6 rule would give 254, which holds a MOSFET copy).
@@ -278,16 +265,8 @@ def _decode_status(d: bytes) -> Reading:
     sensors = d[214]
     present = [o for bit, o in _TEMPS if sensors >> bit & 1] if sensors else [162, 164]
     raw_alarms = _u32(d, 166)
-    protections = Protection.NONE
-    alarms = Alarm.NONE
-    names = []
-    for bit, name, pflag, aflag in _ALARM_BITS:
-        if raw_alarms >> bit & 1:
-            names.append(name)
-            if pflag is not None:
-                protections |= pflag
-            if aflag is not None:
-                alarms |= aflag
+    found = _ALARM_BITS.decode(raw_alarms)
+    protections, alarms, names = found.protections, found.alarms, found.names
     return Reading(
         cell_voltages_v=cells or None,
         mosfet_temperature_c=_s16(d, 144) / 10,
@@ -303,11 +282,11 @@ def _decode_status(d: bytes) -> Reading:
         soh_pct=float(d[190]),
         charge_enabled=bool(d[198]),
         discharge_enabled=bool(d[199]),
+        cell_voltage_max_id=str(d[78] + 1),
+        cell_voltage_min_id=str(d[79] + 1),
         extra=(
-            ("cell_average_v", _u16(d, 74) / 1000),
-            ("cell_delta_v", _u16(d, 76) / 1000),
-            ("cell_max_no", d[78] + 1),
-            ("cell_min_no", d[79] + 1),
+            ("cell_voltage_average_v", _u16(d, 74) / 1000),
+            ("cell_voltage_delta_v", _u16(d, 76) / 1000),
             ("bms_power_w", _u32(d, 154) / 1000),
             ("alarm_bits", raw_alarms),
             ("alarms_active", ",".join(names)),
@@ -315,7 +294,7 @@ def _decode_status(d: bytes) -> Reading:
             ("balance_state", d[172]),
             ("cycle_capacity_ah", _u32(d, 186) / 1000),
             ("runtime_s", _u32(d, 194)),
-            ("heating", bool(d[215])),
+            ("heater_on", bool(d[215])),
         ),
     )
 
@@ -499,17 +478,7 @@ def _status(r: Reading) -> Callable[[bytearray], None]:
             struct.pack_into("<h", out, offset, clamp(temp * 10, -0x8000, 0x7FFF))
             sensors |= 1 << bit
         out[214] = sensors
-        raw = 0
-        done_p, done_a = Protection.NONE, Alarm.NONE
-        for bit, _name, pflag, aflag in _ALARM_BITS:
-            if pflag is not None and r.protections and pflag in r.protections:
-                if pflag not in done_p:
-                    raw |= 1 << bit
-                    done_p |= pflag
-            elif aflag is not None and r.alarms and aflag in r.alarms and aflag not in done_a:
-                raw |= 1 << bit
-                done_a |= aflag
-        struct.pack_into("<I", out, 166, raw)
+        struct.pack_into("<I", out, 166, _ALARM_BITS.encode(r.protections, r.alarms))
         out[173] = clamp(r.soc_pct or 0.0, 0, 100)
         struct.pack_into("<i", out, 174, clamp((r.remaining_ah or 0.0) * 1000, 0, 2**31 - 1))
         struct.pack_into("<I", out, 178, clamp((r.full_charge_ah or 0.0) * 1000, 0, 2**32 - 1))

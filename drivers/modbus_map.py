@@ -1,6 +1,6 @@
 """Protocol `modbus-map`: any Modbus RTU BMS, described by a register map instead of code.
 
-A map (written in TOML, validated by bankwatch.daemon.modbus_maps, shipped examples in
+A map (written in TOML, validated by bankwatch.drivers.modbus_map_schema, shipped examples in
 drivers/maps/) lists entries: where a value lives (function code, address), how it is
 stored (u8/s8/u16/s16/u32/s32/f32/str/bits, byte and word order, mask and shift), how it
 becomes a number (value = raw · scale + offset, in exact rational arithmetic so 5325 · 0.01 is

@@ -26,7 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.errors import (
+    ChecksumError,
+    ErrorReplyError,
+    FrameError,
+    UnknownCommandError,
+)
 
 __all__ = [
     "EXCEPTION_NAMES",
@@ -66,7 +71,7 @@ class ModbusFrameError(FrameError):
     """A Modbus RTU frame that cannot be read: too short, wrong length, malformed."""
 
 
-class CrcError(ModbusFrameError):
+class CrcError(ModbusFrameError, ChecksumError):
     """The CRC the frame carries is not the one its bytes give."""
 
     def __init__(self, got: int, want: int, what: str = "frame") -> None:
@@ -77,11 +82,11 @@ class CrcError(ModbusFrameError):
         )
 
 
-class UnsupportedFunctionError(ModbusFrameError):
+class UnsupportedFunctionError(ModbusFrameError, UnknownCommandError):
     """A function code this module does not handle (diagnostics, file records, ...)."""
 
 
-class ExceptionReplyError(ModbusFrameError):
+class ExceptionReplyError(ModbusFrameError, ErrorReplyError):
     """The slave answered with a Modbus exception instead of data."""
 
     def __init__(self, slave: int, function: int, code: int) -> None:

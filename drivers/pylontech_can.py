@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.errors import FrameLengthError, UnknownCommandError
 from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "FRAME_IDS",
     "FrameLengthError",
     "PylontechCanDriver",
-    "UnknownFrameError",
+    "UnknownCommandError",
     "decode_fields",
     "decode_frame",
     "encode_frame",
@@ -58,14 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class UnknownFrameError(FrameError):
-    """A CAN id this codec does not decode (an inverter's 0x305, another device's frames)."""
-
-
-class FrameLengthError(FrameError):
-    """A known id with too few data bytes."""
 
 
 # 0x359 bit tables (Pylon V1.2): data, not chains of `if`. (byte index, bit) -> flag.
@@ -584,7 +576,7 @@ def _spec_for(can_id: int, data: bytes, extended: bool) -> _FrameSpec:
     spec = None if extended else _SPECS.get(can_id)
     if spec is None:
         kind = "extended" if extended else "standard"
-        raise UnknownFrameError(f"CAN id 0x{can_id:X} ({kind}) is not in the Pylontech profile")
+        raise UnknownCommandError(f"CAN id 0x{can_id:X} ({kind}) is not in the Pylontech profile")
     n = len(data)
     if n > 8:
         raise FrameLengthError(f"CAN id 0x{can_id:03X}: {n} data bytes, a frame holds 8")
@@ -598,7 +590,7 @@ def _spec_for(can_id: int, data: bytes, extended: bool) -> _FrameSpec:
 def decode_fields(can_id: int, data: bytes, *, extended: bool = False) -> Fields:
     """One frame to the Reading fields it carries, as a dict (the hot path's form).
 
-    Raises UnknownFrameError for an id outside the profile and FrameLengthError when a known
+    Raises UnknownCommandError for an id outside the profile and FrameLengthError when a known
     frame is too short; never returns half-decoded fields.
     """
     spec = _spec_for(can_id, data, extended)
@@ -619,7 +611,7 @@ def encode_frame(can_id: int, reading: Reading) -> bytes | None:
     """One frame of the broadcast from a Reading; None when the reading lacks its fields."""
     spec = _SPECS.get(can_id)
     if spec is None:
-        raise UnknownFrameError(f"CAN id 0x{can_id:X} is not in the Pylontech profile")
+        raise UnknownCommandError(f"CAN id 0x{can_id:X} is not in the Pylontech profile")
     return spec.encode(reading)
 
 
@@ -822,8 +814,7 @@ class PylontechCanDriver:
         hires = _U16.unpack_from(data, 4)[0] / 100
         if hires and abs(hires - soc) >= 1.0:
             notes["soc"] = (
-                f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; "
-                f"using {soc} %"
+                f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; using {soc} %"
             )
 
     def _log_changes(self, notes: dict[str, str]) -> None:

@@ -26,9 +26,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.bits import BitTable
+from bankwatch.drivers.errors import (
+    ChecksumError,
+    ErrorReplyError,
+    FrameError,
+    FrameLengthError,
+    UnknownCommandError,
+)
 from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
@@ -47,22 +54,6 @@ __all__ = [
     "build_frame",
     "parse_frame",
 ]
-
-
-class ChecksumError(FrameError):
-    """CHKSUM or LCHKSUM does not match the frame."""
-
-
-class FrameLengthError(FrameError):
-    """The frame, or its INFO, is shorter or longer than its fields say."""
-
-
-class UnknownCommandError(FrameError):
-    """A command (CID2) this variant does not decode."""
-
-
-class ErrorReplyError(FrameError):
-    """The BMS answered with a non-zero RTN: it refused or did not understand the request."""
 
 
 class WrongProtocolError(FrameError):
@@ -334,30 +325,6 @@ def _soc(remaining_ah: float, full_ah: float) -> float | None:
     return round(remaining_ah / full_ah * 100, 1) if full_ah > 0 else None
 
 
-_F = TypeVar("_F", Protection, Alarm)
-
-
-def _flags(table: Sequence[tuple[int, int, _F]], data: Sequence[int], none: _F) -> _F:
-    out = none
-    for byte, bit, flag in table:
-        if data[byte] >> bit & 1:
-            out |= flag
-    return out
-
-
-def _bits(table: Sequence[tuple[int, int, _F]], flags: _F | None, size: int) -> list[int]:
-    """The reverse of `_flags`, for the simulator: each flag at the first bit mapped to it."""
-    out = [0] * size
-    if flags is None:
-        return out
-    done: set[int] = set()
-    for byte, bit, flag in table:
-        if flag.value and flag in flags and flag.value not in done:
-            out[byte] |= 1 << bit
-            done.add(flag.value)
-    return out
-
-
 def _states_to_alarms(
     cells: Sequence[int], temps: Sequence[int], charge: int, voltage: int, discharge: int | None
 ) -> Alarm:
@@ -442,14 +409,16 @@ class _Command:
 _PYLON_T_OFFSET = 2731
 
 # Status 1 (byte 0 of the five status bytes): protection bits.
-_PYLON_STATUS1: tuple[tuple[int, int, Protection], ...] = (
-    (0, 0, Protection.CELL_OVERVOLTAGE),  # module over-voltage
-    (0, 1, Protection.CELL_UNDERVOLTAGE),
-    (0, 2, Protection.CHARGE_OVERCURRENT),
-    (0, 4, Protection.DISCHARGE_OVERCURRENT),
-    (0, 5, Protection.OVER_TEMPERATURE),  # discharge over-temperature
-    (0, 6, Protection.OVER_TEMPERATURE),  # charge over-temperature
-    (0, 7, Protection.CELL_UNDERVOLTAGE),  # module under-voltage
+_PYLON_STATUS1 = BitTable.of_flags(
+    (
+        (0, 0, Protection.CELL_OVERVOLTAGE),  # module over-voltage
+        (0, 1, Protection.CELL_UNDERVOLTAGE),
+        (0, 2, Protection.CHARGE_OVERCURRENT),
+        (0, 4, Protection.DISCHARGE_OVERCURRENT),
+        (0, 5, Protection.OVER_TEMPERATURE),  # discharge over-temperature
+        (0, 6, Protection.OVER_TEMPERATURE),  # charge over-temperature
+        (0, 7, Protection.CELL_UNDERVOLTAGE),  # module under-voltage
+    )
 )
 _CHARGE_FET = 0x02  # status 2
 _DISCHARGE_FET = 0x04
@@ -524,7 +493,7 @@ def _pylon_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.done()
     return [
         Reading(
-            protections=_flags(_PYLON_STATUS1, status, Protection.NONE),
+            protections=_PYLON_STATUS1.decode_bytes(bytes(status)).protections,
             alarms=_states_to_alarms(cells, temps, charge, voltage, discharge),
             charge_enabled=bool(status[1] & _CHARGE_FET),
             discharge_enabled=bool(status[1] & _DISCHARGE_FET),
@@ -537,7 +506,7 @@ def _pylon_alarm_encode(r: Reading, address: int) -> bytes:
     n_cells = len(r.cell_voltages_v or ())
     n_temps = len(_wire_temps(r))
     cells, temps, charge, voltage, discharge = _alarm_states(r, n_cells, n_temps)
-    status1 = _bits(_PYLON_STATUS1, r.protections, 1)[0]
+    status1 = _PYLON_STATUS1.encode(r.protections, None)
     status2 = (0 if r.charge_enabled is False else _CHARGE_FET) | (
         0 if r.discharge_enabled is False else _DISCHARGE_FET
     )
@@ -719,35 +688,39 @@ def _seplos_analog_encode(r: Reading, address: int) -> bytes:
 
 # Alarm events 1-8 and the on-off state byte of a Seplos 0x44 reply (Seplos V2.0 table 13; not
 # verified against a capture, PROTOCOLS.md section 8). Offsets into the 20 custom bytes.
-_SEPLOS_PROTECTIONS: tuple[tuple[int, int, Protection], ...] = (
-    (0, 0, Protection.SYSTEM_ERROR),  # event 1: voltage sensing failure
-    (0, 1, Protection.SYSTEM_ERROR),  # temperature sensing failure
-    (0, 2, Protection.SYSTEM_ERROR),  # current sensing failure
-    (1, 1, Protection.CELL_OVERVOLTAGE),
-    (1, 3, Protection.CELL_UNDERVOLTAGE),
-    (1, 5, Protection.CELL_OVERVOLTAGE),  # pack over-voltage
-    (1, 7, Protection.CELL_UNDERVOLTAGE),  # pack under-voltage
-    (2, 1, Protection.OVER_TEMPERATURE),  # charge high temperature
-    (2, 3, Protection.UNDER_TEMPERATURE),  # charge low temperature
-    (2, 5, Protection.OVER_TEMPERATURE),  # discharge high temperature
-    (2, 7, Protection.UNDER_TEMPERATURE),  # discharge low temperature
-    (3, 1, Protection.OVER_TEMPERATURE),  # environment high temperature
-    (3, 3, Protection.UNDER_TEMPERATURE),  # environment low temperature
-    (3, 5, Protection.OVER_TEMPERATURE),  # power (MOSFET) high temperature
-    (4, 1, Protection.CHARGE_OVERCURRENT),
-    (4, 3, Protection.DISCHARGE_OVERCURRENT),
-    (4, 4, Protection.DISCHARGE_OVERCURRENT),  # transient over-current
-    (4, 5, Protection.SHORT_CIRCUIT),
+_SEPLOS_PROTECTIONS = BitTable.of_flags(
+    (
+        (0, 0, Protection.SYSTEM_ERROR),  # event 1: voltage sensing failure
+        (0, 1, Protection.SYSTEM_ERROR),  # temperature sensing failure
+        (0, 2, Protection.SYSTEM_ERROR),  # current sensing failure
+        (1, 1, Protection.CELL_OVERVOLTAGE),
+        (1, 3, Protection.CELL_UNDERVOLTAGE),
+        (1, 5, Protection.CELL_OVERVOLTAGE),  # pack over-voltage
+        (1, 7, Protection.CELL_UNDERVOLTAGE),  # pack under-voltage
+        (2, 1, Protection.OVER_TEMPERATURE),  # charge high temperature
+        (2, 3, Protection.UNDER_TEMPERATURE),  # charge low temperature
+        (2, 5, Protection.OVER_TEMPERATURE),  # discharge high temperature
+        (2, 7, Protection.UNDER_TEMPERATURE),  # discharge low temperature
+        (3, 1, Protection.OVER_TEMPERATURE),  # environment high temperature
+        (3, 3, Protection.UNDER_TEMPERATURE),  # environment low temperature
+        (3, 5, Protection.OVER_TEMPERATURE),  # power (MOSFET) high temperature
+        (4, 1, Protection.CHARGE_OVERCURRENT),
+        (4, 3, Protection.DISCHARGE_OVERCURRENT),
+        (4, 4, Protection.DISCHARGE_OVERCURRENT),  # transient over-current
+        (4, 5, Protection.SHORT_CIRCUIT),
+    )
 )
-_SEPLOS_ALARMS: tuple[tuple[int, int, Alarm], ...] = (
-    (1, 0, Alarm.CELL_HIGH_VOLTAGE),
-    (1, 2, Alarm.CELL_LOW_VOLTAGE),
-    (2, 0, Alarm.HIGH_TEMPERATURE),
-    (2, 2, Alarm.LOW_TEMPERATURE),
-    (2, 4, Alarm.HIGH_TEMPERATURE),
-    (2, 6, Alarm.LOW_TEMPERATURE),
-    (4, 0, Alarm.CHARGE_HIGH_CURRENT),
-    (4, 2, Alarm.DISCHARGE_HIGH_CURRENT),
+_SEPLOS_ALARMS = BitTable.of_flags(
+    (
+        (1, 0, Alarm.CELL_HIGH_VOLTAGE),
+        (1, 2, Alarm.CELL_LOW_VOLTAGE),
+        (2, 0, Alarm.HIGH_TEMPERATURE),
+        (2, 2, Alarm.LOW_TEMPERATURE),
+        (2, 4, Alarm.HIGH_TEMPERATURE),
+        (2, 6, Alarm.LOW_TEMPERATURE),
+        (4, 0, Alarm.CHARGE_HIGH_CURRENT),
+        (4, 2, Alarm.DISCHARGE_HIGH_CURRENT),
+    )
 )
 _SEPLOS_ONOFF = 6  # on-off state: b0 discharge switch, b1 charge switch
 _SEPLOS_EVENTS = 20
@@ -765,12 +738,12 @@ def _seplos_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     events = p.take(max(count, _SEPLOS_ONOFF + 1), "alarm events")
     # One current state for both directions: event 5 says which, so the state byte is not used.
     alarms = _states_to_alarms(cells, temps, 0, voltage, None)
-    alarms |= _flags(_SEPLOS_ALARMS, events, Alarm.NONE)
+    alarms |= _SEPLOS_ALARMS.decode_bytes(bytes(events)).alarms
     onoff = events[_SEPLOS_ONOFF]
     p.done()
     return [
         Reading(
-            protections=_flags(_SEPLOS_PROTECTIONS, events, Protection.NONE),
+            protections=_SEPLOS_PROTECTIONS.decode_bytes(bytes(events)).protections,
             alarms=alarms,
             discharge_enabled=bool(onoff & 0x01),
             charge_enabled=bool(onoff & 0x02),
@@ -782,9 +755,8 @@ def _seplos_alarm_encode(r: Reading, address: int) -> bytes:
     n_cells = len(r.cell_voltages_v or ())
     n_temps = len(_wire_temps(r))
     cells, temps, charge, voltage, discharge = _alarm_states(r, n_cells, n_temps)
-    events = _bits(_SEPLOS_PROTECTIONS, r.protections, _SEPLOS_EVENTS)
-    for i, b in enumerate(_bits(_SEPLOS_ALARMS, r.alarms, _SEPLOS_EVENTS)):
-        events[i] |= b
+    word = _SEPLOS_PROTECTIONS.encode(r.protections, None) | _SEPLOS_ALARMS.encode(None, r.alarms)
+    events = list(word.to_bytes(_SEPLOS_EVENTS, "little"))
     events[_SEPLOS_ONOFF] = (0 if r.discharge_enabled is False else 0x01) | (
         0 if r.charge_enabled is False else 0x02
     )
@@ -843,41 +815,45 @@ def _pace_analog_encode(r: Reading, address: int) -> bytes:
 
 # The nine status bytes after the three current/voltage warnings: protection 1, protection 2,
 # system status, configuration, fault, balance high, balance low, warning 1, warning 2.
-_PACE_PROTECTIONS: tuple[tuple[int, int, Protection], ...] = (
-    (0, 0, Protection.CELL_OVERVOLTAGE),
-    (0, 1, Protection.CELL_UNDERVOLTAGE),
-    (0, 2, Protection.CELL_OVERVOLTAGE),  # pack over-voltage
-    (0, 3, Protection.CELL_UNDERVOLTAGE),  # pack under-voltage
-    (0, 4, Protection.CHARGE_OVERCURRENT),
-    (0, 5, Protection.DISCHARGE_OVERCURRENT),
-    (0, 6, Protection.SHORT_CIRCUIT),
-    (1, 0, Protection.OVER_TEMPERATURE),  # charge high temperature
-    (1, 1, Protection.OVER_TEMPERATURE),  # discharge high temperature
-    (1, 2, Protection.UNDER_TEMPERATURE),  # charge low temperature
-    (1, 3, Protection.UNDER_TEMPERATURE),  # discharge low temperature
-    (1, 4, Protection.OVER_TEMPERATURE),  # MOSFET high temperature
-    (1, 5, Protection.OVER_TEMPERATURE),  # environment high temperature
-    (1, 6, Protection.UNDER_TEMPERATURE),  # environment low temperature
-    (4, 0, Protection.SYSTEM_ERROR),  # fault: charge MOSFET
-    (4, 1, Protection.SYSTEM_ERROR),  # discharge MOSFET
-    (4, 2, Protection.SYSTEM_ERROR),  # NTC
-    (4, 4, Protection.SYSTEM_ERROR),  # cell
-    (4, 5, Protection.SYSTEM_ERROR),  # sampling
+_PACE_PROTECTIONS = BitTable.of_flags(
+    (
+        (0, 0, Protection.CELL_OVERVOLTAGE),
+        (0, 1, Protection.CELL_UNDERVOLTAGE),
+        (0, 2, Protection.CELL_OVERVOLTAGE),  # pack over-voltage
+        (0, 3, Protection.CELL_UNDERVOLTAGE),  # pack under-voltage
+        (0, 4, Protection.CHARGE_OVERCURRENT),
+        (0, 5, Protection.DISCHARGE_OVERCURRENT),
+        (0, 6, Protection.SHORT_CIRCUIT),
+        (1, 0, Protection.OVER_TEMPERATURE),  # charge high temperature
+        (1, 1, Protection.OVER_TEMPERATURE),  # discharge high temperature
+        (1, 2, Protection.UNDER_TEMPERATURE),  # charge low temperature
+        (1, 3, Protection.UNDER_TEMPERATURE),  # discharge low temperature
+        (1, 4, Protection.OVER_TEMPERATURE),  # MOSFET high temperature
+        (1, 5, Protection.OVER_TEMPERATURE),  # environment high temperature
+        (1, 6, Protection.UNDER_TEMPERATURE),  # environment low temperature
+        (4, 0, Protection.SYSTEM_ERROR),  # fault: charge MOSFET
+        (4, 1, Protection.SYSTEM_ERROR),  # discharge MOSFET
+        (4, 2, Protection.SYSTEM_ERROR),  # NTC
+        (4, 4, Protection.SYSTEM_ERROR),  # cell
+        (4, 5, Protection.SYSTEM_ERROR),  # sampling
+    )
 )
-_PACE_ALARMS: tuple[tuple[int, int, Alarm], ...] = (
-    (7, 0, Alarm.CELL_HIGH_VOLTAGE),
-    (7, 1, Alarm.CELL_LOW_VOLTAGE),
-    (7, 2, Alarm.CELL_HIGH_VOLTAGE),  # pack high voltage
-    (7, 3, Alarm.CELL_LOW_VOLTAGE),  # pack low voltage
-    (7, 4, Alarm.CHARGE_HIGH_CURRENT),
-    (7, 5, Alarm.DISCHARGE_HIGH_CURRENT),
-    (8, 0, Alarm.HIGH_TEMPERATURE),
-    (8, 1, Alarm.HIGH_TEMPERATURE),
-    (8, 2, Alarm.LOW_TEMPERATURE),
-    (8, 3, Alarm.LOW_TEMPERATURE),
-    (8, 4, Alarm.HIGH_TEMPERATURE),
-    (8, 5, Alarm.LOW_TEMPERATURE),
-    (8, 6, Alarm.HIGH_TEMPERATURE),
+_PACE_ALARMS = BitTable.of_flags(
+    (
+        (7, 0, Alarm.CELL_HIGH_VOLTAGE),
+        (7, 1, Alarm.CELL_LOW_VOLTAGE),
+        (7, 2, Alarm.CELL_HIGH_VOLTAGE),  # pack high voltage
+        (7, 3, Alarm.CELL_LOW_VOLTAGE),  # pack low voltage
+        (7, 4, Alarm.CHARGE_HIGH_CURRENT),
+        (7, 5, Alarm.DISCHARGE_HIGH_CURRENT),
+        (8, 0, Alarm.HIGH_TEMPERATURE),
+        (8, 1, Alarm.HIGH_TEMPERATURE),
+        (8, 2, Alarm.LOW_TEMPERATURE),
+        (8, 3, Alarm.LOW_TEMPERATURE),
+        (8, 4, Alarm.HIGH_TEMPERATURE),
+        (8, 5, Alarm.LOW_TEMPERATURE),
+        (8, 6, Alarm.HIGH_TEMPERATURE),
+    )
 )
 _PACE_SYSTEM = 2  # b1 charge MOSFET on, b2 discharge MOSFET on, b3 discharging, b5 charging
 
@@ -897,8 +873,8 @@ def _pace_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     p.done()
     return [
         Reading(
-            protections=_flags(_PACE_PROTECTIONS, status, Protection.NONE),
-            alarms=alarms | _flags(_PACE_ALARMS, status, Alarm.NONE),
+            protections=_PACE_PROTECTIONS.decode_bytes(bytes(status)).protections,
+            alarms=alarms | _PACE_ALARMS.decode_bytes(bytes(status)).alarms,
             charge_enabled=bool(system & 0x02),
             discharge_enabled=bool(system & 0x04),
         )
@@ -909,9 +885,8 @@ def _pace_alarm_encode(r: Reading, address: int) -> bytes:
     n_cells = len(r.cell_voltages_v or ())
     n_temps = len(_wire_temps(r))
     cells, temps, charge, voltage, discharge = _alarm_states(r, n_cells, n_temps)
-    status = _bits(_PACE_PROTECTIONS, r.protections, 9)
-    for i, b in enumerate(_bits(_PACE_ALARMS, r.alarms, 9)):
-        status[i] |= b
+    word = _PACE_PROTECTIONS.encode(r.protections, None) | _PACE_ALARMS.encode(None, r.alarms)
+    status = list(word.to_bytes(9, "little"))
     current = r.current_a or 0.0
     system = (0 if r.charge_enabled is False else 0x02) | (
         0 if r.discharge_enabled is False else 0x04

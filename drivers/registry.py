@@ -1,8 +1,11 @@
 """One table of the protocols bankwatch speaks: what kind of link each needs, how its devices are
-addressed, and the driver that turns its frames into Readings. The config validates against it;
-the service builds drivers from it.
+addressed, its codec (frames to fields, and a Reading back to frames) and the driver that turns
+its frames into Readings. The config validates against it; the service builds drivers from it;
+`bankwatch decode`, `sniff`, `scan`, `replay` and the simulator find codecs and encoders here.
+Nothing outside this table names a protocol.
 
-Adding a BMS: write its codec and driver module, then add one row here.
+Adding a BMS: write its module (codec, and for CAN its driver), then add one row here (see the
+README, Development).
 """
 
 from __future__ import annotations
@@ -11,18 +14,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from bankwatch.drivers import daly, jbd, jk_b, jk_pb, pylontech_rs485, seplos_v3, vedirect
-from bankwatch.drivers.daly_can import DalyCanDriver
+from bankwatch.drivers import (
+    daly,
+    daly_can,
+    jbd,
+    jk_b,
+    jk_pb,
+    pylontech_can,
+    pylontech_rs485,
+    seplos_v3,
+    vedirect,
+)
 from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.pylontech_can import PylontechCanDriver
 from bankwatch.drivers.serial_codec import SerialCodec
 
 __all__ = [
     "MAP_PREFIX",
     "PROTOCOLS",
+    "CanDecoder",
     "CanDriver",
+    "CanDriverFactory",
+    "CanEncoder",
+    "CanFrame",
     "ProtocolInfo",
+    "can_protocols",
     "protocol_info",
     "serial_codec_for",
     "serial_codecs",
@@ -44,6 +60,31 @@ class CanDriver(Protocol):
     @property
     def reading(self) -> Reading: ...
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the frames so far contradict (a scale, a sign): shown by `decode`."""
+        ...
+
+
+class CanDriverFactory(Protocol):
+    """Builds the driver for one device: `log_warnings=False` when the caller shows the
+    warnings itself (`bankwatch decode`)."""
+
+    def __call__(
+        self, subject: str, address: int | None, *, log_warnings: bool = True
+    ) -> CanDriver: ...
+
+
+# (CAN id, data, extended id)
+CanFrame = tuple[int, bytes, bool]
+# One frame to the partial Reading it carries. Raises UnknownCommandError for a frame that is
+# not this protocol's (`sniff` then asks the next protocol) and another FrameError for one
+# that is, but broken.
+CanDecoder = Callable[[int, bytes, bool], Reading]
+# A Reading (and the device's address, None for a broadcast) to the frames the device sends:
+# a broadcast protocol's whole cycle, an addressed one's replies to one whole poll.
+CanEncoder = Callable[[Reading, int | None], list[CanFrame]]
+
 
 @dataclass(frozen=True, slots=True)
 class ProtocolInfo:
@@ -53,8 +94,12 @@ class ProtocolInfo:
     # "addressed": request/response by address; many devices share a link.
     addressing: Literal["broadcast", "addressed"]
     summary: str
-    # Builds the driver for one device: (subject, address) -> driver.
-    can_driver: Callable[[str, int | None], CanDriver] | None = None
+    # CAN protocols: the driver factory, the codec and the encoder (all three are set).
+    can_driver: CanDriverFactory | None = None
+    can_decode: CanDecoder | None = None
+    can_encode: CanEncoder | None = None
+    # Addressed CAN protocols: the device address a frame is from (a reply) or to (a request).
+    can_address_of: Callable[[int], int] | None = None
     # Serial protocols: the codec (see drivers/serial_codec.py); the line polls or listens
     # through it with the generic PollDriver / ListenDriver.
     serial_codec: SerialCodec | None = None
@@ -63,6 +108,18 @@ class ProtocolInfo:
     serial_codec_factory: (
         Callable[[str | None, Mapping[str, Any], str | None], SerialCodec] | None
     ) = None
+
+
+def _pylontech_can_driver(
+    subject: str, address: int | None, *, log_warnings: bool = True
+) -> CanDriver:
+    return pylontech_can.PylontechCanDriver(subject, log_warnings=log_warnings)
+
+
+def _daly_can_driver(subject: str, address: int | None, *, log_warnings: bool = True) -> CanDriver:
+    return daly_can.DalyCanDriver(
+        subject, 1 if address is None else address, log_warnings=log_warnings
+    )
 
 
 def _serial(
@@ -90,16 +147,19 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             addressing="broadcast",
             summary="Pylontech low-voltage CAN broadcast (0x351-0x35F, 0x370-0x382), "
             "500 kbit/s; also what SMA/Victron-profile, BYD, Pytes and Discover BMS send",
-            can_driver=lambda subject, _address: PylontechCanDriver(subject),
+            can_driver=_pylontech_can_driver,
+            can_decode=lambda i, d, e: pylontech_can.decode_frame(i, d, extended=e),
+            can_encode=lambda r, _a: [(i, d, False) for i, d in pylontech_can.encode_reading(r)],
         ),
         ProtocolInfo(
             name="daly-can",
             link_kind="can",
             addressing="addressed",
             summary="Daly BMS on CAN, 250 kbit/s, 29-bit ids: polled per BMS address",
-            can_driver=lambda subject, address: DalyCanDriver(
-                subject, 1 if address is None else address
-            ),
+            can_driver=_daly_can_driver,
+            can_decode=lambda i, d, e: daly_can.decode_reply(i, d, extended=e),
+            can_encode=daly_can.encode_poll,
+            can_address_of=daly_can.bms_address_of,
         ),
         # --- serial: one row per protocol -------------------------------------------------
         _serial(pylontech_rs485.PYLONTECH, pylontech_rs485.PYLONTECH.summary),
@@ -162,8 +222,9 @@ def protocol_info(name: str) -> ProtocolInfo | None:
 
 
 def _map_codec(ref: str | None, inline: Mapping[str, Any], folder: str | None) -> SerialCodec:
-    from bankwatch.daemon.modbus_maps import resolve_map
+    # Local: the map schema brings pydantic, which decoding a built-in protocol never needs.
     from bankwatch.drivers.errors import ConfigError
+    from bankwatch.drivers.modbus_map_schema import resolve_map
 
     if ref is None:
         raise ConfigError("modbus-map", ["a battery on protocol 'modbus-map' needs source.map"])
@@ -188,6 +249,11 @@ def serial_codec_for(
     return None
 
 
+def can_protocols() -> dict[str, ProtocolInfo]:
+    """Every CAN protocol's row, by name, in table order (the order `sniff` tries them in)."""
+    return {n: p for n, p in PROTOCOLS.items() if p.link_kind == "can"}
+
+
 def serial_protocols() -> dict[str, SerialCodec]:
     """Every serial protocol's codec, by name (for decode, scan and sniff)."""
     return {n: p.serial_codec for n, p in PROTOCOLS.items() if p.serial_codec is not None}
@@ -196,7 +262,7 @@ def serial_protocols() -> dict[str, SerialCodec]:
 def serial_codecs() -> dict[str, SerialCodec]:
     """Every serial protocol's codec and every shipped register map's, by the name decode,
     scan and sniff take ("modbus-map:NAME" for a map)."""
-    from bankwatch.daemon.modbus_maps import SHIPPED_MAPS
+    from bankwatch.drivers.modbus_map_schema import SHIPPED_MAPS
 
     out = serial_protocols()
     for path in sorted(SHIPPED_MAPS.glob("*.toml")):

@@ -284,7 +284,7 @@ def _encode_eia(r: Reading) -> tuple[int, ...]:
 
 
 def _decode_eib(regs: tuple[int, ...]) -> Reading:
-    return Reading(extra=(("average_cell_temperature_c", _s16(regs[10]) / 10),))
+    return Reading(extra=(("cell_temperature_average_c", _s16(regs[10]) / 10),))
 
 
 def _encode_eib(r: Reading) -> tuple[int, ...]:

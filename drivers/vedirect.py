@@ -24,7 +24,7 @@ reading), and a HEX line found inside a text block is left out before the checks
 
 Alarm reasons (AR) map onto the shared alarm flags where one fits (low/high voltage, low/high
 temperature, mid-point deviation as cell imbalance); every set bit, named or not, is also listed
-in `extra["alarm_reasons"]` and the raw word stays in `extra["alarm_reason_bits"]`, so a bit
+in `extra["alarms_active"]` and the raw word stays in `extra["alarm_bits"]`, so a bit
 this table cannot name is still seen.
 """
 
@@ -34,8 +34,8 @@ import re
 from collections.abc import Callable
 from typing import Final
 
+from bankwatch.drivers.errors import ChecksumError, FrameLengthError, MalformedFrameError
 from bankwatch.drivers.model import Alarm, Reading
-from bankwatch.drivers.uart_common import ChecksumError, FrameLengthError, MalformedFrameError
 
 __all__ = [
     "ALARM_REASONS",
@@ -216,15 +216,15 @@ _HISTORY: Final[dict[str, tuple[str, float]]] = {
     "H2": ("last_discharge_ah", 0.001),
     "H3": ("average_discharge_ah", 0.001),
     "H5": ("full_discharges", 1),
-    "H6": ("cumulative_ah_drawn", 0.001),
-    "H7": ("min_voltage_v", 0.001),
-    "H8": ("max_voltage_v", 0.001),
-    "H9": ("seconds_since_full_charge", 1),
+    "H6": ("cumulative_drawn_ah", 0.001),
+    "H7": ("lowest_voltage_v", 0.001),
+    "H8": ("highest_voltage_v", 0.001),
+    "H9": ("since_full_charge_s", 1),
     "H10": ("automatic_syncs", 1),
     "H11": ("low_voltage_alarms", 1),
     "H12": ("high_voltage_alarms", 1),
-    "H15": ("min_starter_voltage_v", 0.001),
-    "H16": ("max_starter_voltage_v", 0.001),
+    "H15": ("lowest_starter_voltage_v", 0.001),
+    "H16": ("highest_starter_voltage_v", 0.001),
 }
 
 
@@ -314,9 +314,9 @@ def _pid(label: str, value: str, values: dict[str, object], extra: _Extra) -> No
 
 def _ttg(label: str, value: str, values: dict[str, object], extra: _Extra) -> None:
     raw = _number(label, value)
-    # -1: infinite (not discharging); left out rather than shown as a time.
+    # -1: infinite (not discharging); left out rather than shown as a time. Sent in minutes.
     if raw is not None and raw >= 0:
-        extra["time_to_go_min"] = raw
+        extra["time_to_go_s"] = raw * 60
 
 
 def _temperature(label: str, value: str, values: dict[str, object], extra: _Extra) -> None:
@@ -326,7 +326,7 @@ def _temperature(label: str, value: str, values: dict[str, object], extra: _Extr
 
 
 def _alarm(label: str, value: str, values: dict[str, object], extra: _Extra) -> None:
-    extra["alarm_active"] = _on_off(label, value)
+    extra["alarm_condition"] = _on_off(label, value)
 
 
 def _relay(label: str, value: str, values: dict[str, object], extra: _Extra) -> None:
@@ -349,8 +349,8 @@ def _alarm_reason(label: str, value: str, values: dict[str, object], extra: _Ext
     unknown = raw & ~known
     names += [f"unknown_bit_{i}" for i in range(unknown.bit_length()) if unknown >> i & 1]
     values["alarms"] = flags
-    extra["alarm_reason_bits"] = raw
-    extra["alarm_reasons"] = ",".join(names)
+    extra["alarm_bits"] = raw
+    extra["alarms_active"] = ",".join(names)
 
 
 def _text(name: str) -> _Handler:
@@ -397,7 +397,7 @@ def encode_block(fields: list[tuple[str, str]]) -> bytes:
 
 def _ar_of(reading: Reading) -> int:
     extra = dict(reading.extra)
-    raw = extra.get("alarm_reason_bits")
+    raw = extra.get("alarm_bits")
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
     bits = 0

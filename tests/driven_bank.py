@@ -13,11 +13,13 @@ import time
 from collections.abc import Sequence
 
 from bankwatch.daemon.cli import demo_config
-from bankwatch.daemon.config import Config, FaultConfig
+from bankwatch.daemon.config import Config
 from bankwatch.daemon.detectors import AlertEvent
 from bankwatch.daemon.service import Monitor, Sink
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.simulator.bank import BankSimulator
+from bankwatch.drivers.simulator.description import SimFault
 
 
 def quiet_demo_config(**update: object) -> Config:
@@ -38,7 +40,7 @@ class DrivenBank:
     ) -> None:
         self.config = config or quiet_demo_config()
         self.clock = ManualClock(start_wall=time.time() if start_wall is None else start_wall)
-        self.sim = BankSimulator(self.config)
+        self.sim = BankSimulator(bank_description(self.config))
         self.sinks = list(sinks)
         self.monitor = Monitor(self.config, self.clock, self.sinks)
         self.events: list[AlertEvent] = []
@@ -64,13 +66,11 @@ class DrivenBank:
 
     def cutoff(self, battery: str, protection: str = "cell_undervoltage") -> None:
         self.sim.apply(
-            FaultConfig.model_validate(
-                {"at_s": 0, "battery": battery, "kind": "cutoff", "protection": protection}
-            )
+            SimFault(at_s=0, battery=battery, kind="cutoff", protection=protection)  # type: ignore[arg-type]
         )
 
     def recover(self, battery: str) -> None:
-        self.sim.apply(FaultConfig(at_s=0, battery=battery, kind="recover"))
+        self.sim.apply(SimFault(at_s=0, battery=battery, kind="recover"))
 
     def until_event(self, kind: str, event: str = "raised", max_steps: int = 60) -> AlertEvent:
         for _ in range(max_steps):

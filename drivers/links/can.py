@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import random
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,13 +26,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import can
 
-from bankwatch.daemon.config import CanLinkConfig
+from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.clock import Clock
 from bankwatch.drivers.errors import FrameError, LinkError
 
 __all__ = [
     "BusStateName",
     "CanLink",
+    "CanLinkSettings",
     "CanPoller",
     "FrameHandler",
     "KeepAlive",
@@ -73,6 +73,29 @@ _BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
+class CanLinkSettings:
+    """What a CAN link needs to open and watch its bus (the daemon builds it from its config)."""
+
+    # Any python-can interface: socketcan (a Pi HAT's can0), slcan, gs_usb, socketcand, virtual…
+    interface: str = "socketcan"
+    channel: str = "can0"
+    bitrate: int = 500_000
+    # socketcand only: the server that serves the bus.
+    host: str | None = None
+    port: int | None = None
+    # slcan and other serial adapters: the adapter's serial speed.
+    tty_baudrate: int | None = None
+    # No frame for this long marks the link down (python-can may never notice a vanished adapter).
+    silence_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.interface == "socketcand" and (self.host is None or self.port is None):
+            raise ValueError("interface 'socketcand' needs host and port")
+        if self.silence_timeout_s <= 0:
+            raise ValueError(f"silence_timeout_s must be > 0 (got {self.silence_timeout_s})")
+
+
+@dataclass(frozen=True, slots=True)
 class LinkStatus:
     name: str
     state: LinkStateName
@@ -87,7 +110,7 @@ class LinkStatus:
     error_passive: int = 0
 
 
-def _bus_kwargs(config: CanLinkConfig) -> dict[str, Any]:
+def _bus_kwargs(config: CanLinkSettings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"interface": config.interface, "channel": config.channel}
     if config.interface == "socketcand":
         kwargs.update(host=config.host, port=config.port)
@@ -110,7 +133,7 @@ async def _probe_tcp(host: str, port: int, timeout: float) -> None:
         await writer.wait_closed()
 
 
-async def open_bus(config: CanLinkConfig, timeout: float = _OPEN_TIMEOUT_S) -> can.BusABC:
+async def open_bus(config: CanLinkSettings, timeout: float = _OPEN_TIMEOUT_S) -> can.BusABC:
     """Open the bus the config describes, or raise LinkError saying why."""
     if config.interface == "socketcand":
         assert config.host is not None and config.port is not None
@@ -179,7 +202,7 @@ class CanLink(LinkStateLog):
     def __init__(
         self,
         name: str,
-        config: CanLinkConfig,
+        config: CanLinkSettings,
         on_frame: FrameHandler,
         clock: Clock,
         *,
@@ -395,15 +418,14 @@ class CanLink(LinkStateLog):
     async def run(self) -> None:
         """Open, read and watch the bus until cancelled; reopen whenever it fails or goes quiet."""
         self._loop = asyncio.get_running_loop()
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         speed = self._clock.speed
         while True:
             try:
                 bus = await open_bus(self.config)
             except LinkError as exc:
                 self._set_state("down", str(exc))
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / speed)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next() / speed)
                 continue
             self._bus = bus
             self._failure = None
@@ -426,9 +448,8 @@ class CanLink(LinkStateLog):
                 self._set_state("silent" if reason.startswith("no frame") else "down", reason)
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
-                backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._clock.speed)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.reset()  # it worked for a while: retry soon
+            await asyncio.sleep(backoff.next() / self._clock.speed)
 
     async def _watch(self, opened_at: float) -> str:
         """Return the reason the bus must be reopened."""

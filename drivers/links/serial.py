@@ -26,14 +26,13 @@ import contextlib
 import errno
 import logging
 import os
-import random
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import serial
 
-from bankwatch.daemon.config import SerialLinkConfig
+from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.clock import Clock
 from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.can import LinkStateLog, LinkStateName, LinkStatus
@@ -53,6 +52,7 @@ __all__ = [
     "FrameSplitter",
     "ReadingHandler",
     "SerialLine",
+    "SerialLinkSettings",
     "SerialPort",
     "Transaction",
 ]
@@ -74,6 +74,35 @@ _HINTS = {
     errno.EAGAIN: " (locked by another program)",
     errno.EWOULDBLOCK: " (locked by another program)",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SerialLinkSettings:
+    """What a serial line needs: its port and how to talk on it (the daemon builds it from its
+    config; `scan` and the simulator build their own)."""
+
+    port: str
+    baud: int = 9600
+    # An inverter or a master pack already polls this bus: send nothing, decode what is heard.
+    listen_only: bool = False
+    # The adapter hears what it sends (some 2-wire RS485 adapters): drop our own request.
+    echo: bool = False
+    # Start a poll sweep this often (a sweep that takes longer starts the next at once).
+    poll_interval_s: float = 1.0
+    # Overrides of the protocol's own timing (None: the codec's): quiet time after a reply
+    # before the next request, how long a reply may take to start; and how often a request is
+    # repeated unanswered.
+    gap_s: float | None = None
+    reply_timeout_s: float | None = None
+    retries: int = 1
+    # Listen-only: nothing heard for this long marks the line silent.
+    silence_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.baud <= 0:
+            raise ValueError(f"baud must be > 0 (got {self.baud})")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0 (got {self.retries})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +324,7 @@ class SerialLine(LinkStateLog):
     def __init__(
         self,
         name: str,
-        config: SerialLinkConfig,
+        config: SerialLinkSettings,
         devices: Sequence[Device],
         on_reading: ReadingHandler,
         clock: Clock,
@@ -368,14 +397,13 @@ class SerialLine(LinkStateLog):
         """Open the port and poll (or listen) until cancelled; reopen whenever it fails."""
         if not self.devices:
             raise LinkError(f"link {self.name}: no device to poll or listen to")
-        backoff = _BACKOFF_FIRST_S
+        backoff = Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         while True:
             try:
                 port = await SerialPort.open(self.config.port, self.config.baud)
             except LinkError as exc:
                 self._set_state("down", str(exc))
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next() / self._speed())
                 continue
             self.port = port
             opened_at = self._clock.monotonic()
@@ -395,9 +423,8 @@ class SerialLine(LinkStateLog):
             self._set_state("down", reason)
             self.reopens += 1
             if self.last_frame_at is not None and self.last_frame_at >= opened_at:
-                backoff = _BACKOFF_FIRST_S  # it worked for a while: retry soon
-            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff / self._speed())
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff.reset()  # it worked for a while: retry soon
+            await asyncio.sleep(backoff.next() / self._speed())
 
     # --- polling -------------------------------------------------------------------------------
 

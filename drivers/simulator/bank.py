@@ -1,24 +1,20 @@
-"""The simulated bank as a config describes it: physics, the day's profile, the scheduled faults,
+"""The simulated bank a BankDescription describes: physics, the day's profile, the scheduled faults,
 and what each battery puts on the wire. Pure: time moves only when `advance` is called, so the
 same object drives the live demo, `bankwatch simulate` and tests that run days in seconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bankwatch.daemon.config import (
-    CELL_NOMINAL_V,
-    CHEMISTRY_FAMILY,
-    CanLinkConfig,
-    Config,
-    FaultConfig,
-    SimulationConfig,
-)
-from bankwatch.drivers import pylontech_can
+from bankwatch.drivers.chemistry import CELL_NOMINAL_V, CHEMISTRY_FAMILY
 from bankwatch.drivers.errors import ConfigError
+from bankwatch.drivers.links.can import CanLinkSettings
 from bankwatch.drivers.model import Protection, Reading
+from bankwatch.drivers.registry import protocol_info
+from bankwatch.drivers.simulator.description import BankDescription, SimBattery, SimFault
 from bankwatch.drivers.simulator.physics import BatterySpec, SimBank
 from bankwatch.drivers.simulator.profile import Profile, profile_from_name
 
@@ -36,86 +32,67 @@ class Broadcast:
     frames: tuple[Frame, ...]
 
 
-# Only these encoders exist so far; a battery on another protocol is simulated but not served.
-_ENCODERS = {"pylontech-can": pylontech_can.encode_reading}
+def _broadcaster(protocol: str) -> Callable[[Reading], tuple[Frame, ...]] | None:
+    """The frames a device on `protocol` broadcasts for a reading, from the registry's encoder;
+    None for a protocol that does not broadcast (a polled one is served by answering its
+    requests) or has no encoder: such a battery is simulated but not put on the wire."""
+    info = protocol_info(protocol)
+    encode = None if info is None or info.addressing != "broadcast" else info.can_encode
+    if encode is None:
+        return None
+    return lambda reading: tuple((i, d) for i, d, _extended in encode(reading, None))
+
+
 _SIM_CHEMISTRY = {"lifepo4": "lifepo4", "nmc": "nmc", "lto": "lifepo4", "lead-acid": "lead-acid"}
 # A charger's setpoint per cell when the config names none.
 _DEFAULT_CHARGE_V_PER_CELL = {"lifepo4": 3.45, "nmc": 4.1, "lead-acid": 2.4}
 
 
 class BankSimulator:
-    def __init__(self, config: Config, *, seed: int | None = None) -> None:
-        self.config = config
-        sim = config.simulation
-        self.sim = sim if sim is not None else SimulationConfig()
-        sim = self.sim
-        hours, minutes = (int(x) for x in sim.start_time.split(":"))
-        self.start_of_day_s = hours * 3600 + minutes * 60
+    def __init__(self, bank: BankDescription, *, seed: int | None = None) -> None:
+        self.bank = bank
+        self.start_of_day_s = bank.start_of_day_s
         self.elapsed_s = 0.0
-        strings: list[list[BatterySpec]] = []
-        bank_wh = 0.0
-        for s in config.strings:
-            specs = []
-            for b in s.batteries:
-                m = config.models[b.model]
-                # The [simulation.batteries.NAME] fields are named as BatterySpec's.
-                overrides: dict[str, Any] = {
-                    "initial_soc_pct": sim.initial_soc_pct,
-                    "temperature_c": sim.ambient_c,
-                }
-                o = sim.batteries.get(b.name)
-                if o is not None:
-                    overrides.update(o.model_dump(exclude_none=True))
-                specs.append(
-                    BatterySpec(
-                        name=b.name,
-                        chemistry=_SIM_CHEMISTRY[CHEMISTRY_FAMILY[m.chemistry]],
-                        capacity_ah=m.capacity_ah,
-                        nominal_voltage_v=m.nominal_voltage_v,
-                        **overrides,
-                    )
-                )
-            strings.append(specs)
-            bank_wh += min(sp.capacity_ah for sp in specs) * sum(
-                sp.nominal_voltage_v for sp in specs
-            )
+        strings = [[_spec(b) for b in s] for s in bank.strings]
+        bank_wh = sum(
+            min(sp.capacity_ah for sp in specs) * sum(sp.nominal_voltage_v for sp in specs)
+            for specs in strings
+        )
         self.physics = SimBank(
-            strings, ambient_c=sim.ambient_c, seed=sim.seed if seed is None else seed
+            strings, ambient_c=bank.ambient_c, seed=bank.seed if seed is None else seed
         )
         self.profile: Profile = (
-            profile_from_name("constant", power_w=sim.power_w)
-            if sim.profile == "constant"
+            profile_from_name("constant", power_w=bank.power_w)
+            if bank.profile == "constant"
             else profile_from_name("solar-day", bank_wh=bank_wh)
         )
-        family = CHEMISTRY_FAMILY[config.bank.chemistry]
+        family = CHEMISTRY_FAMILY[bank.chemistry]
         nominal_cells = max(
-            sum(
-                round(config.models[b.model].nominal_voltage_v / CELL_NOMINAL_V[m.chemistry])
-                for b in s.batteries
-                for m in (config.models[b.model],)
-            )
-            for s in config.strings
+            sum(round(b.nominal_voltage_v / CELL_NOMINAL_V[b.chemistry]) for b in s)
+            for s in bank.strings
         )
-        self.charge_voltage_v = config.bank.charger_voltage_v or (
+        self.charge_voltage_v = bank.charger_voltage_v or (
             nominal_cells * _DEFAULT_CHARGE_V_PER_CELL[_SIM_CHEMISTRY[family]]
         )
         self.silent: set[str] = set()
         # Serial links whose adapter is unplugged (the serial server closes their PTY).
         self.unplugged: set[str] = set()
-        for fault in sim.faults:
+        chemistry = {b.name: b.chemistry for b in bank.batteries()}
+        for fault in bank.faults:
             if fault.kind in ("unplug", "replug"):
                 continue
-            battery_model = config.models[
-                next(b.model for _, b in config.batteries() if b.name == fault.battery)
-            ]
-            if fault.kind == "cutoff" and CHEMISTRY_FAMILY[battery_model.chemistry] == "lead-acid":
+            if fault.battery not in chemistry:
+                raise ConfigError(
+                    "<simulation>", [f"simulation.faults: no battery named {fault.battery!r}"]
+                )
+            if fault.kind == "cutoff" and CHEMISTRY_FAMILY[chemistry[fault.battery]] == "lead-acid":
                 raise ConfigError(
                     "<simulation>",
                     [f"simulation.faults: {fault.battery} is lead-acid: it has no BMS to cut off"],
                 )
-        self._faults: list[FaultConfig] = sorted(sim.faults, key=lambda f: f.at_s)
+        self._faults: list[SimFault] = sorted(bank.faults, key=lambda f: f.at_s)
         self._next_fault = 0
-        self.fault_log: list[tuple[float, FaultConfig]] = []
+        self.fault_log: list[tuple[float, SimFault]] = []
 
     # --- time -------------------------------------------------------------------------------
 
@@ -126,7 +103,7 @@ class BankSimulator:
     def advance(self, seconds: float) -> None:
         """Run the bank forward, in physics steps of at most `step_s`, applying faults on time."""
         end = self.elapsed_s + seconds
-        step = self.sim.step_s
+        step = self.bank.step_s
         while self.elapsed_s < end - 1e-9:
             self._apply_faults()
             dt = min(step, end - self.elapsed_s)
@@ -153,7 +130,7 @@ class BankSimulator:
             self._next_fault += 1
             self.apply(fault)
 
-    def apply(self, fault: FaultConfig) -> None:
+    def apply(self, fault: SimFault) -> None:
         self.fault_log.append((self.elapsed_s, fault))
         name, kind, value = fault.battery, fault.kind, fault.value
         p = self.physics
@@ -171,7 +148,7 @@ class BankSimulator:
         elif kind == "replug":
             self.unplugged.discard(fault.link or "")
         else:
-            assert value is not None  # the config requires one for these kinds
+            assert value is not None  # these kinds come with a value
             if kind == "capacity_fade":
                 p.set_capacity_factor(name, value)
             elif kind == "cable_resistance":
@@ -186,7 +163,7 @@ class BankSimulator:
                 p.set_sensor_offsets(name, current_a=value)
             elif kind == "voltage_sensor_offset":
                 p.set_sensor_offsets(name, voltage_v=value)
-            else:  # pragma: no cover - the config's Literal lists every kind
+            else:  # pragma: no cover - FaultKind lists every kind
                 raise AssertionError(f"unhandled fault kind {kind!r}")
 
     # --- the wire ---------------------------------------------------------------------------
@@ -194,29 +171,49 @@ class BankSimulator:
     def broadcasts(self, at: float = 0.0) -> list[Broadcast]:
         """What every talking device sends now, by link."""
         out: list[Broadcast] = []
-        for s in self.config.strings:
-            for b in s.batteries:
-                src = b.source
-                if src is None or b.name in self.silent or src.protocol not in _ENCODERS:
-                    continue
-                reading = self.physics.reading(b.name, at)
-                out.append(Broadcast(src.link, b.name, tuple(_ENCODERS[src.protocol](reading))))
-        src = self.config.bank.source
-        if src is not None and src.protocol in _ENCODERS:
-            reading = self.physics.bank_reading(at)
-            out.append(Broadcast(src.link, "bank", tuple(_ENCODERS[src.protocol](reading))))
+        for b in self.bank.batteries():
+            src = b.source
+            if src is None or b.name in self.silent:
+                continue
+            encode = _broadcaster(src.protocol)
+            if encode is not None:
+                out.append(Broadcast(src.link, b.name, encode(self.physics.reading(b.name, at))))
+        src = self.bank.source
+        encode = None if src is None else _broadcaster(src.protocol)
+        if src is not None and encode is not None:
+            out.append(Broadcast(src.link, "bank", encode(self.physics.bank_reading(at))))
         return out
 
-    def can_links(self) -> dict[str, CanLinkConfig]:
+    def can_links(self) -> dict[str, CanLinkSettings]:
         """The CAN links some simulated device talks on."""
-        used = {b.source.link for _, b in self.config.batteries() if b.source is not None}
-        if self.config.bank.source is not None:
-            used.add(self.config.bank.source.link)
+        used = {b.source.link for b in self.bank.batteries() if b.source is not None}
+        if self.bank.source is not None:
+            used.add(self.bank.source.link)
         return {
             name: link
-            for name, link in self.config.links.items()
-            if name in used and isinstance(link, CanLinkConfig)
+            for name, link in self.bank.links.items()
+            if name in used and isinstance(link, CanLinkSettings)
         }
 
     def reading(self, name: str, at: float = 0.0) -> Reading:
         return self.physics.reading(name, at)
+
+
+def _spec(b: SimBattery) -> BatterySpec:
+    """The physics' view of a battery: its chemistry model and the fields the description sets
+    (the others keep the physics' defaults)."""
+    optional: dict[str, Any] = {
+        "capacity_factor": b.capacity_factor,
+        "internal_resistance_ohm": b.internal_resistance_ohm,
+        "cable_resistance_ohm": b.cable_resistance_ohm,
+        "cell_count": b.cell_count,
+    }
+    return BatterySpec(
+        name=b.name,
+        chemistry=_SIM_CHEMISTRY[CHEMISTRY_FAMILY[b.chemistry]],
+        capacity_ah=b.capacity_ah,
+        nominal_voltage_v=b.nominal_voltage_v,
+        initial_soc_pct=b.initial_soc_pct,
+        temperature_c=b.temperature_c,
+        **{k: v for k, v in optional.items() if v is not None},
+    )

@@ -1,7 +1,7 @@
 """The simulated batteries' side of a serial line, on a pseudo-terminal.
 
-Each serial link of the config becomes a PTY pair. The simulator keeps the master end; the link's
-`port` path becomes a symlink to the slave end (`/dev/pts/N`), the way udev makes
+Each serial link of the bank description becomes a PTY pair. The simulator keeps the master
+end; the link's `port` path becomes a symlink to the slave end (`/dev/pts/N`), the way udev makes
 `/dev/serial/by-id/...` a symlink to `/dev/ttyUSB0`. `bankwatch run` on the same config opens
 that path and cannot tell it from an adapter. An `unplug` fault closes the PTY and removes the
 symlink; `replug` opens a new PTY and puts the symlink back, usually to another `/dev/pts/M`.
@@ -30,9 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.drivers.errors import FrameError, LinkError
-from bankwatch.drivers.links.serial import FrameSplitter
+from bankwatch.drivers.links.serial import FrameSplitter, SerialLinkSettings
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.serial_codec import SerialCodec, t35_s, talks_unasked, wire_time_s
 
@@ -62,7 +61,7 @@ class SerialBus:
     def __init__(
         self,
         link_name: str,
-        config: SerialLinkConfig,
+        config: SerialLinkSettings,
         devices: list[SimDevice],
         *,
         turnaround_s: float | None = None,

@@ -1,6 +1,6 @@
 """The simulator on real links: `bankwatch simulate CONFIG` and the demo's in-process bank.
 
-Each CAN link of the config is served the way the daemon will open it:
+Each CAN link of the bank description is served the way the daemon will open it:
 - `socketcand` links: a socketcand server on the link's host and port (one server per
   host:port, one channel per link), so `bankwatch run` in another process connects to it with
   python-can's socketcand interface exactly as it would to a real socketcand on a Pi;
@@ -20,12 +20,13 @@ from collections.abc import Callable
 
 import can
 
-from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
 from bankwatch.drivers.clock import Clock, ScaledClock, SystemClock
 from bankwatch.drivers.errors import LinkError
-from bankwatch.drivers.registry import PROTOCOLS, serial_codec_for
+from bankwatch.drivers.links.can import CanLinkSettings
+from bankwatch.drivers.links.serial import SerialLinkSettings
 from bankwatch.drivers.serial_codec import SerialCodec
 from bankwatch.drivers.simulator.bank import BankSimulator
+from bankwatch.drivers.simulator.description import BankDescription
 from bankwatch.drivers.simulator.serial_server import SerialBus, SimDevice
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
 
@@ -43,8 +44,10 @@ _BANK = "(bank)"
 class SimulatorRunner:
     """Advances a BankSimulator on a clock and publishes its frames on the configured links."""
 
-    def __init__(self, config: Config, clock: Clock, *, period_s: float = BROADCAST_PERIOD_S):
-        self.sim = BankSimulator(config)
+    def __init__(
+        self, bank: BankDescription, clock: Clock, *, period_s: float = BROADCAST_PERIOD_S
+    ):
+        self.sim = BankSimulator(bank)
         self.clock = clock
         self.period_s = period_s
         self.frames_sent = 0
@@ -57,7 +60,7 @@ class SimulatorRunner:
 
     async def open(self) -> None:
         links = self.sim.can_links()
-        by_server: dict[tuple[str, int], list[tuple[str, CanLinkConfig]]] = {}
+        by_server: dict[tuple[str, int], list[tuple[str, CanLinkSettings]]] = {}
         for name, link in links.items():
             if link.interface == "socketcand":
                 assert link.host is not None and link.port is not None
@@ -92,21 +95,17 @@ class SimulatorRunner:
         """A PTY per serial link some battery talks on, answering through the codecs."""
         devices: dict[str, list[SimDevice]] = {}
         # The batteries, and the bank's own meter when it is on a serial link (a shunt).
-        sources = [(b.name, b.source) for _, b in self.sim.config.batteries()]
-        sources.append((_BANK, self.sim.config.bank.source))
+        sources = [(b.name, b.source) for b in self.sim.bank.batteries()]
+        sources.append((_BANK, self.sim.bank.source))
         for name, src in sources:
-            info = None if src is None else PROTOCOLS.get(src.protocol)
-            if src is None or info is None or info.link_kind != "serial":
+            if src is None or src.codec is None:
                 continue
-            codec = serial_codec_for(
-                src.protocol, src.map, self.sim.config.modbus_maps, self.sim.config.source_dir
+            devices.setdefault(src.link, []).append(
+                self._sim_device(name, src.address or 0, src.codec)
             )
-            if codec is None:
-                continue
-            devices.setdefault(src.link, []).append(self._sim_device(name, src.address or 0, codec))
         for name, devs in devices.items():
-            link = self.sim.config.links[name]
-            if not isinstance(link, SerialLinkConfig):
+            link = self.sim.bank.links.get(name)
+            if not isinstance(link, SerialLinkSettings):
                 continue
             bus = SerialBus(name, link, devs, speed=self.clock.speed)
             try:
@@ -205,23 +204,24 @@ def _socketcand_publisher(server: SocketcandServer, channel: str) -> Publish:
 
 
 async def serve(
-    config: Config, *, duration_s: float | None = None, speed: float | None = None
+    bank: BankDescription,
+    stop: asyncio.Event,
+    *,
+    duration_s: float | None = None,
+    speed: float | None = None,
 ) -> int:
-    """`bankwatch simulate`: serve the bank until SIGTERM, Ctrl-C or the duration ends."""
-    from bankwatch.daemon.service import install_stop_signals
-
-    sim_speed = speed or (config.simulation.speed if config.simulation else 1.0)
+    """`bankwatch simulate`: serve the bank until `stop` is set (the caller sets it on SIGTERM
+    or Ctrl-C) or the duration ends."""
+    sim_speed = speed or bank.speed
     clock: Clock = SystemClock() if sim_speed == 1.0 else ScaledClock(sim_speed)
-    runner = SimulatorRunner(config, clock)
+    runner = SimulatorRunner(bank, clock)
     await runner.open()
     for name, bus in runner.serial_buses.items():
         # The paths to use: the link's port (what `bankwatch run` opens) and the PTY behind it.
         print(f"serial link {name}: {bus.path} -> {bus.pty_path}", flush=True)
-    stop = asyncio.Event()
-    install_stop_signals(stop)
     log.info(
         "simulating bank %s: %d batteries, speed %gx%s",
-        config.bank.name,
+        bank.name,
         len(runner.sim.physics.names),
         sim_speed,
         f", for {duration_s:g} s" if duration_s else "",

@@ -28,6 +28,7 @@ from pathlib import Path
 from bankwatch.daemon.config import Config, parse_config
 from bankwatch.daemon.detectors import BankAnalyzer, DetectContext, run_detectors
 from bankwatch.daemon.scenario import ScenarioRun, load_scenario
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.daemon.topology import Topology
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.simulator.bank import BankSimulator
@@ -63,7 +64,7 @@ def bank_config(series: int, parallel: int) -> Config:
 
 
 def snapshots(config: Config) -> list[tuple[float, dict[str, Reading], Reading]]:
-    sim = BankSimulator(config)
+    sim = BankSimulator(bank_description(config))
     names = [b.name for _, b in config.batteries()]
     out = []
     for i in range(SNAPSHOTS):

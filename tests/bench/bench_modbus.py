@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bankwatch.daemon.modbus_maps import resolve_map
 from bankwatch.drivers import modbus_rtu, seplos_v3
 from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.modbus_map_schema import resolve_map
 from tests.helpers import load_vectors
 
 FRAMES = {v["id"]: bytes.fromhex(v["frame_hex"]) for v in load_vectors("seplos_v3_modbus")}

@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.drivers.clock import SystemClock
-from bankwatch.drivers.links.serial import Device, SerialLine
+from bankwatch.drivers.links.serial import Device, SerialLine, SerialLinkSettings
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.registry import serial_codec_for
 from bankwatch.drivers.serial_codec import t35_s, wire_time_s
@@ -64,7 +63,7 @@ def _serve(port: str, baud: int, protocol: str, n: int, ready: mp.synchronize.Ev
             SimDevice(f"p{i}", a0 + i, codec, reading=lambda: PACK, talking=lambda: True)
             for i in range(n)
         ]
-        cfg = SerialLinkConfig(type="serial", port=port, baud=baud)
+        cfg = SerialLinkSettings(port=port, baud=baud)
         bus = SerialBus("bench", cfg, devices)
         bus.plug()
         ready.set()
@@ -80,9 +79,7 @@ async def _measure(port: str, baud: int, protocol: str, n: int, sweeps: int) -> 
     codec = serial_codec_for(protocol)
     assert codec is not None
     a0 = _first_address(protocol)
-    cfg = SerialLinkConfig(
-        type="serial", port=port, baud=baud, poll_interval_s=0.001, gap_s=0.0, retries=0
-    )
+    cfg = SerialLinkSettings(port=port, baud=baud, poll_interval_s=0.001, gap_s=0.0, retries=0)
     devices = [Device(f"p{i}", a0 + i, codec) for i in range(n)]
     line = SerialLine("bench", cfg, devices, lambda _s, _r: None, SystemClock())
     task = asyncio.create_task(line.run())
@@ -121,9 +118,7 @@ def main() -> None:
                 server.start()
                 ready.wait(10)
                 try:
-                    took, limit = asyncio.run(
-                        _measure(port, baud, args.protocol, n, args.sweeps)
-                    )
+                    took, limit = asyncio.run(_measure(port, baud, args.protocol, n, args.sweeps))
                 finally:
                     server.terminate()
                     server.join()

@@ -12,12 +12,12 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import can
 
-from bankwatch.daemon.config import CanLinkConfig
 from bankwatch.drivers.clock import SystemClock
-from bankwatch.drivers.links.can import CanLink
+from bankwatch.drivers.links.can import CanLink, CanLinkSettings
 from bankwatch.drivers.simulator.socketcand import SocketcandServer
 
 HOST = "127.0.0.1"
@@ -64,9 +64,8 @@ class Rig:
 HEARTBEAT_ID = 0x100
 
 
-def link_config(port: int, **changes: object) -> CanLinkConfig:
-    fields: dict[str, object] = {
-        "type": "can",
+def link_config(port: int, **changes: Any) -> CanLinkSettings:
+    fields: dict[str, Any] = {
         "interface": "socketcand",
         "host": HOST,
         "port": port,
@@ -74,7 +73,7 @@ def link_config(port: int, **changes: object) -> CanLinkConfig:
         "silence_timeout_s": SILENCE_S,
     }
     fields.update(changes)
-    return CanLinkConfig.model_validate(fields)
+    return CanLinkSettings(**fields)
 
 
 @contextlib.asynccontextmanager
@@ -238,9 +237,7 @@ async def test_virtual_bus_frames_silence_and_recovery() -> None:
     def on_frame(can_id: int, data: bytes, extended: bool, now: float) -> None:
         frames.append((can_id, data, extended))
 
-    cfg = CanLinkConfig(
-        type="can", interface="virtual", channel=channel, silence_timeout_s=SILENCE_S
-    )
+    cfg = CanLinkSettings(interface="virtual", channel=channel, silence_timeout_s=SILENCE_S)
     link = CanLink("virt", cfg, on_frame, SystemClock())
     sender = can.Bus(interface="virtual", channel=channel)
     sending = True

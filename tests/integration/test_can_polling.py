@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import can
 import pytest
 
-from bankwatch.daemon.config import CanLinkConfig, parse_config
+from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.service import Monitor
 from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.daly_can import encode_replies, split_id
-from bankwatch.drivers.links.can import CanLink
+from bankwatch.drivers.links.can import CanLink, CanLinkSettings
 from bankwatch.drivers.model import Protection, Reading
 from tests.integration.test_can_link import eventually
 
@@ -181,7 +181,7 @@ def _error(error_class: int, data: bytes = bytes(8)) -> can.Message:
 
 
 def test_error_frames_set_and_count_the_bus_state() -> None:
-    cfg = CanLinkConfig(type="can", interface="virtual", channel="unused")
+    cfg = CanLinkSettings(interface="virtual", channel="unused")
     heard: list[int] = []
     link = CanLink("t", cfg, lambda i, d, e, n: heard.append(i), SystemClock())
     link.inject([_error(0x004, bytes([0, 0x10, 0, 0, 0, 0, 0, 0]))])  # RX error-passive

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bankwatch.daemon.cli import main
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.daemon.serial_tools import is_serial_port, parse_addresses, scan, scan_report, sniff
 from bankwatch.drivers import daly
+from bankwatch.drivers.links.serial import SerialLinkSettings
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.pylontech_rs485 import PYLONTECH, SEPLOS_V2
 from bankwatch.drivers.serial_codec import SerialCodec
@@ -37,7 +37,7 @@ def _pack(address: int) -> Reading:
 
 
 def _bus(port: Path, codec: SerialCodec, addresses: list[int], **kw: object) -> SerialBus:
-    cfg = SerialLinkConfig(type="serial", port=str(port), baud=9600, **kw)  # type: ignore[arg-type]
+    cfg = SerialLinkSettings(port=str(port), baud=9600, **kw)  # type: ignore[arg-type]
     devices = [
         SimDevice(f"p{a}", a, codec, reading=lambda a=a: _pack(a), talking=lambda: True)  # type: ignore[misc]
         for a in addresses
@@ -171,7 +171,7 @@ async def test_scan_hears_a_shunt_and_finds_a_renogy_battery_at_its_factory_addr
     shunt_port = tmp_path / "ttyUSB-shunt"
     shunt = SerialBus(
         "shunt",
-        SerialLinkConfig(type="serial", port=str(shunt_port), baud=19200),
+        SerialLinkSettings(port=str(shunt_port), baud=19200),
         [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
     )
     shunt.plug()
@@ -210,7 +210,7 @@ async def test_sniff_shows_a_shunts_blocks(tmp_path: Path) -> None:
     port = tmp_path / "ttyUSB-sniff-shunt"
     bus = SerialBus(
         "shunt",
-        SerialLinkConfig(type="serial", port=str(port), baud=19200),
+        SerialLinkSettings(port=str(port), baud=19200),
         [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
     )
     bus.plug()

@@ -14,10 +14,15 @@ from typing import Any
 
 import pytest
 
-from bankwatch.daemon.config import SerialLinkConfig
 from bankwatch.drivers.clock import SystemClock
 from bankwatch.drivers.errors import LinkError
-from bankwatch.drivers.links.serial import Device, FrameSplitter, SerialLine, SerialPort
+from bankwatch.drivers.links.serial import (
+    Device,
+    FrameSplitter,
+    SerialLine,
+    SerialLinkSettings,
+    SerialPort,
+)
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.pylontech_rs485 import PYLONTECH, SEPLOS_V2
 from bankwatch.drivers.serial_codec import SerialCodec
@@ -46,8 +51,8 @@ def _pack(address: int) -> Reading:
     )
 
 
-def _link(port: Path, **kw: Any) -> SerialLinkConfig:
-    return SerialLinkConfig(type="serial", port=str(port), baud=kw.pop("baud", 115200), **kw)
+def _link(port: Path, **kw: Any) -> SerialLinkSettings:
+    return SerialLinkSettings(port=str(port), baud=kw.pop("baud", 115200), **kw)
 
 
 class _Collector:
@@ -258,8 +263,8 @@ async def test_listen_only_decodes_a_master_polling_and_never_writes(tmp_path: P
 
 
 def _every_serial_protocol() -> list[tuple[str, SerialCodec, int]]:
-    from bankwatch.daemon.modbus_maps import resolve_map
     from bankwatch.drivers.modbus_map import RegisterMapCodec
+    from bankwatch.drivers.modbus_map_schema import resolve_map
     from bankwatch.drivers.registry import PROTOCOLS
 
     out: list[tuple[str, SerialCodec, int]] = []

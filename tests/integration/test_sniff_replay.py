@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bankwatch.daemon.cli import main
-from bankwatch.daemon.config import CanLinkConfig
+from bankwatch.daemon.link_config import CanLinkConfig
 from bankwatch.daemon.replay import AlertCounter, replay
 from bankwatch.daemon.sniff_can import run_sniff_can
 from bankwatch.drivers.simulator.socketcand import SocketcandServer

@@ -8,10 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bankwatch.drivers import daly
-from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers import daly, daly_payload
+from bankwatch.drivers.errors import (
+    ChecksumError,
+    FrameError,
+    IncompleteError,
+    UnknownCommandError,
+    UsageError,
+)
 from bankwatch.drivers.model import Alarm, Protection, Reading
-from bankwatch.drivers.uart_common import ChecksumError, IncompleteError, UnknownCommandError
 from tests.codec_checks import (
     check_contract,
     mutate,
@@ -50,13 +55,13 @@ CHECKS: dict[str, Any] = {
     "current_A_raw_minus_30000_x0.1": lambda r: r.current_a,
     "soc_pct": lambda r: r.soc_pct,
     "max_cell_mV": lambda r: _mv(r.cell_voltage_max_v),
-    "max_cell_no": lambda r: _extra(r, "cell_max_no"),
+    "max_cell_no": lambda r: int(r.cell_voltage_max_id),
     "min_cell_mV": lambda r: _mv(r.cell_voltage_min_v),
-    "min_cell_no": lambda r: _extra(r, "cell_min_no"),
+    "min_cell_no": lambda r: int(r.cell_voltage_min_id),
     "max_temp_C": lambda r: r.cell_temperature_max_c,
-    "max_temp_no": lambda r: _extra(r, "temperature_max_no"),
+    "max_temp_no": lambda r: int(r.cell_temperature_max_id),
     "min_temp_C": lambda r: r.cell_temperature_min_c,
-    "min_temp_no": lambda r: _extra(r, "temperature_min_no"),
+    "min_temp_no": lambda r: int(r.cell_temperature_min_id),
     "state": lambda r: _STATE_CODES[_extra(r, "state")],
     "state_text": lambda r: _extra(r, "state"),
     "charge_mos": lambda r: int(r.charge_enabled),
@@ -72,7 +77,8 @@ CHECKS: dict[str, Any] = {
     "frame_no": lambda r: dict(r.extra).get("cell_frame", dict(r.extra).get("temperature_frame")),
     "cells_mV": lambda r: [round(v * 1000) for v in r.cell_voltages_v],
     "temps_C": lambda r: list(r.temperatures_c),
-    "balance_bits_hex": lambda r: _extra(r, "balance_bits").upper(),
+    # bit 0 of byte 0 is cell 1
+    "balance_bits_hex": lambda r: _extra(r, "balance_bits").to_bytes(8, "little").hex().upper(),
     "fault_bytes_hex": lambda r: (
         _extra(r, "fault_bits") + f"{_extra(r, 'fault_code'):02x}"
     ).upper(),
@@ -273,7 +279,7 @@ _flags_p = st.sets(st.sampled_from([p for p in Protection if p.value])).map(
 )
 # only the alarms Daly's failure bits can say
 _flags_a = st.sets(
-    st.sampled_from(sorted({f[4] for f in daly._FAULTS if f[4]}, key=lambda a: a.value))
+    st.sampled_from(sorted(daly_payload.FAULTS.alarms(), key=lambda a: a.value))
 ).map(lambda s: Alarm(sum(a.value for a in s)))
 
 

@@ -11,22 +11,21 @@ from hypothesis import strategies as st
 
 from bankwatch.drivers.daly_can import (
     HOST_ADDRESS,
-    PAYLOADS,
     DalyCanDriver,
-    decode_payload,
     decode_reply,
     encode_replies,
     reply_id,
     request_frame,
     split_id,
 )
+from bankwatch.drivers.daly_payload import DATA_IDS as PAYLOADS
+from bankwatch.drivers.daly_payload import decode_payload
 from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.model import Alarm, Protection, Reading
 from tests.helpers import load_vectors
 
 VECTORS = load_vectors("daly")
 RESPONSES = [v for v in VECTORS if v["direction"] == "response" and v["expect"]]
-_STATE_TEXT = {"stationary": "idle", "charging": "charging", "discharging": "discharging"}
 
 
 def _uart_data(vector: dict[str, Any]) -> tuple[int, int, bytes]:
@@ -60,8 +59,8 @@ def _check(driver: DalyCanDriver, data_id: int, data: bytes, key: str, want: Any
         "remaining_mAh": None if r.remaining_ah is None else round(r.remaining_ah * 1000),
         "cell_count": extra.get("cell_count"),
         "temp_sensor_count": extra.get("temperature_sensor_count"),
-        "charger": None if "charger_connected" not in extra else int(extra["charger_connected"]),
-        "load": None if "load_connected" not in extra else int(extra["load_connected"]),
+        "charger": None if "charger_present" not in extra else int(extra["charger_present"]),
+        "load": None if "load_present" not in extra else int(extra["load_present"]),
         "cycles": r.cycles,
     }
     if key in simple:
@@ -71,21 +70,25 @@ def _check(driver: DalyCanDriver, data_id: int, data: bytes, key: str, want: Any
             want = str(want)
         assert got == (pytest.approx(want) if isinstance(want, float) else want), key
     elif key == "current_raw":
-        assert round(part["current_a"] * 10) + 30000 == want
+        assert part.current_a is not None and round(part.current_a * 10) + 30000 == want
     elif key == "state":
-        assert extra["state"] == ("idle", "charging", "discharging")[want]
+        assert extra["state"] == ("stationary", "charging", "discharging")[want]
     elif key == "state_text":
-        assert extra["state"] == _STATE_TEXT[want]
+        assert extra["state"] == want
     elif key == "dio_bits":
         assert extra["dio_bits"] == int(want, 16)
     elif key == "frame_no":
-        assert part["frame_no"] == want
+        part_extra = dict(part.extra)
+        assert part_extra.get("cell_frame", part_extra.get("temperature_frame")) == want
     elif key == "cells_mV":
-        assert [round(v * 1000) for v in part["cells_v"]] == want
+        assert part.cell_voltages_v is not None
+        assert [round(v * 1000) for v in part.cell_voltages_v] == want
     elif key == "temps_C":
-        assert list(part["temps_c"]) == want
+        assert part.temperatures_c is not None and list(part.temperatures_c) == want
     elif key == "balance_bits_hex":
-        assert extra["balancing_cells"] == bin(int(want, 16)).count("1")
+        # bit 0 of byte 0 is cell 1; the count of set bits is the cells balancing
+        assert extra["balance_bits"] == int.from_bytes(bytes.fromhex(want), "little")
+        assert extra["balance_bits"].bit_count() == bin(int(want, 16)).count("1")
     elif key == "fault_bytes_hex":
         assert data.hex() == want.lower()
     elif key == "any_fault":

@@ -9,14 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.drivers import jbd
-from bankwatch.drivers.errors import FrameError
-from bankwatch.drivers.model import Protection, Reading, merge_readings
-from bankwatch.drivers.uart_common import (
+from bankwatch.drivers.errors import (
     ChecksumError,
     ErrorReplyError,
+    FrameError,
     MalformedFrameError,
     UnknownCommandError,
 )
+from bankwatch.drivers.model import Protection, Reading, merge_readings
 from tests.codec_checks import check_contract, mutate, only_frame_errors, truncations_raise
 from tests.helpers import load_vectors
 
@@ -65,7 +65,7 @@ CHECKS: dict[str, Any] = {
     "remaining_Ah": lambda r, f: r.remaining_ah,
     "nominal_Ah": lambda r, f: r.design_ah,
     "cycles": lambda r, f: r.cycles,
-    "production_date": lambda r, f: _extra(r, "production_date"),
+    "production_date": lambda r, f: _extra(r, "manufacturing_date"),
     "balance_low16": lambda r, f: f"0x{_extra(r, 'balance_bits') & 0xFFFF:04x}",
     "balance_high16": lambda r, f: f"0x{_extra(r, 'balance_bits') >> 16:04x}",
     "protection_bits": lambda r, f: f"0x{_extra(r, 'protection_bits'):04x}",
@@ -115,9 +115,7 @@ def test_contract_and_poll() -> None:
     assert jbd.poll_requests(1) == jbd.poll_requests(7)  # no address on the wire
     assert [r[2] for r in jbd.poll_requests(1)] == [0x03, 0x04, 0x05]
     # the write the vendor PDF shows: discharge MOSFET off
-    assert jbd.encode_request(0xE1, b"\x00\x02", write=True) == bytes.fromhex(
-        "DD5AE1020002FF1B77"
-    )
+    assert jbd.encode_request(0xE1, b"\x00\x02", write=True) == bytes.fromhex("DD5AE1020002FF1B77")
 
 
 def test_extended_basic_info_reads_full_charge_capacity_after_the_ntcs() -> None:

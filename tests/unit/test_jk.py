@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.drivers import jk_b, jk_pb
-from bankwatch.drivers.errors import FrameError, UsageError
+from bankwatch.drivers.errors import ChecksumError, FrameError, UnknownCommandError, UsageError
 from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
-from bankwatch.drivers.uart_common import ChecksumError, UnknownCommandError
 from tests.codec_checks import check_contract, mutate, only_frame_errors, truncations_raise
 from tests.helpers import load_vectors
 
@@ -63,15 +62,15 @@ JKB_CHECKS: dict[str, Any] = {
     "temp_sensors": _x("temperature_sensor_count"),
     "cycles": lambda r: r.cycles,
     "cell_strings": _x("cell_strings"),
-    "warnings": lambda r: hex(_extra(r, "warning_bits")),
+    "warnings": lambda r: hex(_extra(r, "alarm_bits")),
     "status": lambda r: hex(_extra(r, "status_bits")),
     "capacity_setting_Ah": lambda r: r.design_ah,
     "battery_type": _x("battery_type"),
     "sw": lambda r: r.firmware,
     "mfr": lambda r: r.manufacturer,
     "protocol_version_C0": _x("protocol_version"),
-    "runtime_min": _x("runtime_min"),
-    "total_runtime_min": _x("runtime_min"),
+    "runtime_min": lambda r: _extra(r, "runtime_s") / 60,
+    "total_runtime_min": lambda r: _extra(r, "runtime_s") / 60,
     "low_soc_alarm_pct": _x("low_soc_alarm_pct"),
     "status_bits": lambda r: {
         "charge_mosfet": r.charge_enabled,
@@ -118,8 +117,8 @@ _SETTING_KEYS = {
 }
 JKPB_CHECKS: dict[str, Any] = {
     "cells_mV": lambda r: [round(v * 1000) for v in r.cell_voltages_v],
-    "cell_avg_mV": lambda r: round(_extra(r, "cell_average_v") * 1000),
-    "cell_delta_mV": lambda r: round(_extra(r, "cell_delta_v") * 1000),
+    "cell_avg_mV": lambda r: round(_extra(r, "cell_voltage_average_v") * 1000),
+    "cell_delta_mV": lambda r: round(_extra(r, "cell_voltage_delta_v") * 1000),
     "mosfet_temp_C": lambda r: r.mosfet_temperature_c,
     "voltage_V": lambda r: r.pack_voltage_v,
     "power_W": _x("bms_power_w"),
@@ -219,7 +218,7 @@ def test_jkb_negative_temperatures_and_warnings() -> None:
         | Alarm.LOW_TEMPERATURE
         | Alarm.CELL_HIGH_VOLTAGE
     )
-    assert dict(r.extra)["warnings"] == (
+    assert dict(r.extra)["alarms_active"] == (
         "mosfet_over_temperature,charge_overcurrent,battery_low_temperature,cell_overvoltage"
     )
 
@@ -241,7 +240,7 @@ def test_jkb_bad_frames_say_what_is_wrong() -> None:
 
 
 # only the alarms JK-B's warning bits can say
-_JKB_ALARMS = sorted({a for _, _, a in jk_b._WARNINGS if a}, key=lambda a: a.value)
+_JKB_ALARMS = sorted(jk_b._WARNINGS.alarms(), key=lambda a: a.value)
 _printable = st.characters(min_codepoint=33, max_codepoint=126)
 
 

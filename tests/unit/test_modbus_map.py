@@ -12,16 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.daemon.config import parse_config
-from bankwatch.daemon.modbus_maps import (
+from bankwatch.drivers import modbus_rtu, seplos_v3
+from bankwatch.drivers.errors import ConfigError, FrameError
+from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.modbus_map_schema import (
     SHIPPED_MAPS,
     compile_map,
     load_map_file,
     parse_map,
     resolve_map,
 )
-from bankwatch.drivers import modbus_rtu, seplos_v3
-from bankwatch.drivers.errors import ConfigError, FrameError
-from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
 from tests.helpers import REPO, load_vectors
 

@@ -14,7 +14,7 @@ from bankwatch.drivers.pylontech_can import (
     FRAME_IDS,
     FrameLengthError,
     PylontechCanDriver,
-    UnknownFrameError,
+    UnknownCommandError,
     decode_frame,
     encode_reading,
 )
@@ -168,7 +168,7 @@ def test_every_profile_id_has_a_vector() -> None:
     ("can_id", "extended"), [(0x305, False), (0x307, False), (0x35B, False), (0x351, True)]
 )
 def test_ids_outside_the_profile_are_unknown_not_misread(can_id: int, extended: bool) -> None:
-    with pytest.raises(UnknownFrameError):
+    with pytest.raises(UnknownCommandError):
         decode_frame(can_id, bytes(8), extended=extended)
 
 

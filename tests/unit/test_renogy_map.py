@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.daemon.decode import decode_frames
-from bankwatch.daemon.modbus_maps import resolve_map
 from bankwatch.drivers import modbus_rtu
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.modbus_map import RegisterMapCodec
+from bankwatch.drivers.modbus_map_schema import resolve_map
 from bankwatch.drivers.model import Alarm, Protection, Reading, flag_names, merge_readings
 from bankwatch.drivers.registry import serial_codecs
 from tests.helpers import load_vectors
@@ -199,8 +199,8 @@ def test_mutated_and_truncated_dumps_only_raise_frame_errors(
 
 
 def test_length_from_belongs_to_a_list() -> None:
-    from bankwatch.daemon.modbus_maps import parse_map
     from bankwatch.drivers.errors import ConfigError
+    from bankwatch.drivers.modbus_map_schema import parse_map
 
     bad = {"entries": [{"address": 1, "length_from": 0, "field": "pack_voltage_v"}]}
     with pytest.raises(ConfigError, match="length_from belongs to a list of registers"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bankwatch.daemon.config import parse_config
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.model import Protection
 from bankwatch.drivers.pylontech_can import PylontechCanDriver
@@ -16,7 +17,7 @@ HEAD = SIM.partition("[[simulation.faults]]")[0]
 
 
 def _sim(extra: str = "") -> BankSimulator:
-    return BankSimulator(parse_config(HEAD + extra, "sim.toml"))
+    return BankSimulator(bank_description(parse_config(HEAD + extra, "sim.toml")))
 
 
 def test_overrides_reach_the_physics() -> None:
@@ -78,8 +79,22 @@ def test_a_cutoff_fault_on_lead_acid_is_refused() -> None:
     text = text.replace("charger_voltage_v = 56.8", "charger_voltage_v = 57.6")
     with pytest.raises(ConfigError, match="no BMS"):
         BankSimulator(
-            parse_config(
-                text + '[[simulation.faults]]\nat_s = 1\nbattery = "A1"\nkind = "cutoff"\n',
-                "agm.toml",
+            bank_description(
+                parse_config(
+                    text + '[[simulation.faults]]\nat_s = 1\nbattery = "A1"\nkind = "cutoff"\n',
+                    "agm.toml",
+                )
             )
         )
+
+
+def test_the_config_becomes_a_description_of_plain_data() -> None:
+    config = parse_config(SIM, "sim.toml")
+    bank = bank_description(config)
+    assert bank.name == config.bank.name
+    assert bank.start_of_day_s == 12 * 3600
+    assert [b.name for b in bank.batteries()] == [b.name for _, b in config.batteries()]
+    assert config.simulation is not None
+    assert len(bank.faults) == len(config.simulation.faults) > 0
+    assert all(type(f).__module__ == "bankwatch.drivers.simulator.description" for f in bank.faults)
+    assert set(bank.links) == set(config.links)

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from bankwatch.daemon.config import parse_config
+from bankwatch.daemon.simulation import bank_description
 from bankwatch.drivers.errors import ConfigError
 from bankwatch.drivers.simulator.bank import BankSimulator
 from tests.helpers import REPO
@@ -22,7 +23,7 @@ def sim(*faults: str, extra: str = "") -> BankSimulator:
     text = HEAD + extra
     for f in faults:
         text += f"[[simulation.faults]]\n{f}\n"
-    return BankSimulator(parse_config(text, "sim.toml"))
+    return BankSimulator(bank_description(parse_config(text, "sim.toml")))
 
 
 def test_a_leak_discharges_one_battery_and_its_bms_sees_it() -> None:
@@ -89,7 +90,8 @@ def test_capacity_fade_and_cable_resistance_on_time() -> None:
 
 def test_ambient_and_cell_count_from_the_config() -> None:
     text = HEAD.replace("initial_soc_pct = 60", "initial_soc_pct = 60\nambient_c = -5")
-    s = BankSimulator(parse_config(text + "[simulation.batteries.A1]\ncell_count = 8\n"))
+    extra = "[simulation.batteries.A1]\ncell_count = 8\n"
+    s = BankSimulator(bank_description(parse_config(text + extra)))
     assert s.reading("A2").temperature_c == pytest.approx(-5, abs=0.5)
     # A1 is a 25.6 V battery where the model says 12.8 V.
     assert (s.reading("A1").pack_voltage_v or 0) == pytest.approx(

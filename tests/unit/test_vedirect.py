@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bankwatch.drivers import vedirect
-from bankwatch.drivers.errors import FrameError
+from bankwatch.drivers.errors import ChecksumError, FrameError, MalformedFrameError
 from bankwatch.drivers.links.serial import FrameSplitter
 from bankwatch.drivers.model import Alarm, Reading, merge_readings
-from bankwatch.drivers.uart_common import ChecksumError, MalformedFrameError
 from tests.codec_checks import check_contract, mutate, only_frame_errors, truncations_raise
 from tests.helpers import load_vectors
 
@@ -25,6 +24,10 @@ def _extra(r: Reading, key: str) -> Any:
     return dict(r.extra).get(key)
 
 
+def _minutes(seconds: int | None) -> int | None:
+    return None if seconds is None else seconds // 60
+
+
 # Vector key -> what the reading must hold. Every key of every vector must be here.
 CHECKS: dict[str, Any] = {
     "voltage_V": lambda r: r.pack_voltage_v,
@@ -32,10 +35,10 @@ CHECKS: dict[str, Any] = {
     "power_W": lambda r: round(r.power_w),
     "consumed_Ah": lambda r: _extra(r, "consumed_ah"),
     "soc_pct": lambda r: r.soc_pct,
-    "time_to_go_min": lambda r: _extra(r, "time_to_go_min"),
-    "alarm": lambda r: _extra(r, "alarm_active"),
+    "time_to_go_min": lambda r: _minutes(_extra(r, "time_to_go_s")),
+    "alarm": lambda r: _extra(r, "alarm_condition"),
     "relay": lambda r: _extra(r, "relay_on"),
-    "alarm_reason": lambda r: _extra(r, "alarm_reason_bits"),
+    "alarm_reason": lambda r: _extra(r, "alarm_bits"),
     "model": lambda r: r.model,
     "firmware": lambda r: r.firmware,
     "product_id": lambda r: _extra(r, "product_id"),
@@ -43,12 +46,12 @@ CHECKS: dict[str, Any] = {
     "deepest_discharge_Ah": lambda r: _extra(r, "deepest_discharge_ah"),
     "last_discharge_Ah": lambda r: _extra(r, "last_discharge_ah"),
     "cycles": lambda r: r.cycles,
-    "cumulative_Ah_drawn": lambda r: _extra(r, "cumulative_ah_drawn"),
-    "min_voltage_V": lambda r: _extra(r, "min_voltage_v"),
-    "max_voltage_V": lambda r: _extra(r, "max_voltage_v"),
-    "min_starter_voltage_V": lambda r: _extra(r, "min_starter_voltage_v"),
-    "max_starter_voltage_V": lambda r: _extra(r, "max_starter_voltage_v"),
-    "seconds_since_full_charge": lambda r: _extra(r, "seconds_since_full_charge"),
+    "cumulative_Ah_drawn": lambda r: _extra(r, "cumulative_drawn_ah"),
+    "min_voltage_V": lambda r: _extra(r, "lowest_voltage_v"),
+    "max_voltage_V": lambda r: _extra(r, "highest_voltage_v"),
+    "min_starter_voltage_V": lambda r: _extra(r, "lowest_starter_voltage_v"),
+    "max_starter_voltage_V": lambda r: _extra(r, "highest_starter_voltage_v"),
+    "seconds_since_full_charge": lambda r: _extra(r, "since_full_charge_s"),
     "automatic_syncs": lambda r: _extra(r, "automatic_syncs"),
     "discharged_energy_kWh": lambda r: r.discharged_energy_kwh,
     "charged_energy_kWh": lambda r: r.charged_energy_kwh,
@@ -134,9 +137,9 @@ def test_alarm_reasons_map_to_flags_and_unknown_bits_are_named() -> None:
     block = vedirect.encode_block([("Alarm", "ON"), ("AR", str(1 | 4 | 128 | 8192))])
     r = vedirect.decode(block)
     assert r.alarms == Alarm.CELL_LOW_VOLTAGE | Alarm.CELL_IMBALANCE
-    assert _extra(r, "alarm_active") is True
-    assert _extra(r, "alarm_reasons") == "low_voltage,low_soc,mid_voltage,unknown_bit_13"
-    assert _extra(r, "alarm_reason_bits") == 1 | 4 | 128 | 8192
+    assert _extra(r, "alarm_condition") is True
+    assert _extra(r, "alarms_active") == "low_voltage,low_soc,mid_voltage,unknown_bit_13"
+    assert _extra(r, "alarm_bits") == 1 | 4 | 128 | 8192
 
 
 def test_bad_values_are_frame_errors() -> None:
@@ -172,10 +175,10 @@ def test_simulator_blocks_round_trip() -> None:
         r = merge_readings(r, vedirect.decode(f))
     assert r.pack_voltage_v == 13.312 and r.current_a == -12.345 and r.soc_pct == 64.2
     assert _extra(r, "consumed_ah") == pytest.approx(256.8 - 400.0)
-    assert _extra(r, "time_to_go_min") == round(256.8 / 12.345 * 60)
+    assert _extra(r, "time_to_go_s") == 60 * round(256.8 / 12.345 * 60)
     assert r.temperatures_c == (21.0,) and r.cycles == 17
     assert r.charged_energy_kwh == 123.45 and r.discharged_energy_kwh == 110.2
-    assert r.alarms == Alarm.HIGH_TEMPERATURE and _extra(r, "alarm_active") is True
+    assert r.alarms == Alarm.HIGH_TEMPERATURE and _extra(r, "alarm_condition") is True
     assert vedirect.encode_reply(b"", truth) is None
 
 
