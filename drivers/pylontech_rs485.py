@@ -772,10 +772,42 @@ _PACE_T_OFFSET = 2730
 _PACE_CONSTANT = 0x03
 
 
-def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
-    p = _Info(info)
-    p.u8("flag")
-    p.u8("bus id")
+# After a pack's design capacity some firmware appends a tail: its own SOC (1 byte), then
+# cumulative charged and discharged capacity (4 bytes each) and SOH (1 byte) as far as the tail
+# reaches (the Gobel/Pace add-on's reading; a real three-pack capture carries the SOC alone).
+_PACE_TAIL_SOC = 0
+_PACE_TAIL_SOH = 9
+_PACE_MAX_TAIL = 64
+_PACE_FIXED = 13  # current, voltage, remaining, item count, full, cycles, design
+
+
+def _pace_pack_end(info: bytes, start: int) -> int | None:
+    """Where the pack starting at `start` ends before its tail; None past the INFO's end."""
+    pos = start
+    for _ in range(2):  # the cell list, then the temperature list
+        if pos >= len(info):
+            return None
+        pos += 1 + 2 * info[pos]
+    pos += _PACE_FIXED
+    return pos if pos <= len(info) else None
+
+
+def _pace_tail(info: bytes, start: int, packs: int) -> int:
+    """The tail length every pack carries: the one that makes `packs` packs fill the INFO."""
+    for tail in range(_PACE_MAX_TAIL + 1):
+        pos: int | None = start
+        for _ in range(packs):
+            end = _pace_pack_end(info, pos) if pos is not None else None
+            pos = None if end is None else end + tail
+        if pos == len(info):
+            return tail
+    raise FrameLengthError(
+        f"INFO is {len(info)} bytes: {packs} pack(s) of this layout, with any tail of up to "
+        f"{_PACE_MAX_TAIL} bytes after each, do not fill it (a reply of another variant?)"
+    )
+
+
+def _pace_pack(p: _Info, tail: int) -> Reading:
     cells = _read_cells(p)
     temps = _read_temps(p, p.u8("temperature count"), _PACE_T_OFFSET)
     current = p.s16("current") / 100
@@ -785,22 +817,41 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     full = p.u16("full capacity") / 100
     cycles = p.u16("cycles")
     design = p.u16("design capacity") / 100
-    cell_sensors = slice(0, 4)
+    extra = p.take(tail, "pack tail")
+    soc = _soc(remaining, full)
+    soh = min(100.0, round(full / design * 100, 1)) if design > 0 else None
+    # The BMS's own figures where its tail carries them.
+    if len(extra) > _PACE_TAIL_SOC:
+        soc = float(extra[_PACE_TAIL_SOC])
+    if len(extra) > _PACE_TAIL_SOH:
+        soh = float(extra[_PACE_TAIL_SOH])
+    return Reading(
+        pack_voltage_v=voltage,
+        current_a=current,
+        soc_pct=soc,
+        soh_pct=soh,
+        remaining_ah=remaining,
+        full_charge_ah=full,
+        design_ah=design,
+        cycles=cycles,
+        cell_voltages_v=cells or None,
+        **_temperature_fields(temps, slice(0, 4)),
+    )
+
+
+def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
+    """One pack, or with request INFO 0xFF the whole stack: the byte after the flag is then
+    the number of packs that follow."""
+    p = _Info(info)
+    p.u8("flag")
+    second = p.u8("bus id")
+    packs = second if ctx.command == 0xFF else 1
+    if packs < 1:
+        raise FrameLengthError("a stack reply with no pack in it")
+    tail = _pace_tail(info, p.pos, packs)
+    out = [_pace_pack(p, tail) for _ in range(packs)]
     p.done()
-    return [
-        Reading(
-            pack_voltage_v=voltage,
-            current_a=current,
-            soc_pct=_soc(remaining, full),
-            soh_pct=min(100.0, round(full / design * 100, 1)) if design > 0 else None,
-            remaining_ah=remaining,
-            full_charge_ah=full,
-            design_ah=design,
-            cycles=cycles,
-            cell_voltages_v=cells or None,
-            **_temperature_fields(temps, cell_sensors),
-        )
-    ]
+    return out
 
 
 def _pace_analog_encode(r: Reading, address: int) -> bytes:
@@ -1146,7 +1197,8 @@ class RS485Variant:
         cmd = self.commands.get(q.cid2)
         if cmd is None:
             raise UnknownCommandError(self._unknown(q.cid2))
-        if f.adr != q.adr:
+        # A stack request (INFO 0xFF) is answered by the master under its own address.
+        if f.adr != q.adr and q.info[:1] != b"\xff":
             raise FrameError(f"reply from address {f.adr}, its request was to address {q.adr}")
         command = q.info[0] if q.info else None
         return f, cmd, _Ctx(q.adr, command)
