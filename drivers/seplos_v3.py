@@ -17,9 +17,17 @@ Each pack answers at its DIP address (1..15) with three blocks:
 The master pack (address 0) also serves the bank's aggregates:
 
     EIA  FC 0x04  0x2000  26 registers  32-bit values LOW WORD FIRST: voltage 10 mV, current
-                                        0.1 A, remaining 10 mAh, total capacity 10 mAh ...;
-                                        reg 22 pack count, 23 cycles, 24 SOC 0.1 %, 25 SOH 0.1 %
-    EIB  FC 0x04  0x2100  22 registers  reg 10: average cell temperature 0.1 °C (aiobmsble)
+                                        0.1 A, remaining / total capacity 10 mAh, total
+                                        discharged 10 Ah, rated capacity 10 mAh, online and
+                                        protected pack bits, max discharge / charge current
+                                        0.1 A; reg 20/21 suggested pack OV/UV 0.1 V, 22 pack
+                                        count, 23 cycles, 24 SOC 0.1 %, 25 SOH 0.1 %
+    EIB  FC 0x04  0x2100  22 registers  max / min cell mV and their cell ids, max / min pack
+                                        voltage 10 mV and their pack ids, max / min / average
+                                        cell temperature and the cells holding the extremes
+
+The EIA/EIB layout is the XZH "BMS Modbus-RTU Protocol" table (in syssi/esphome-seplos-bms
+docs/), checked against a SG16S200A master's reply and aiobmsble's two-pack system.
     EIC  FC 0x01  0x2200  0x50 coils    byte 7: b0 discharge FET, b1 charge FET,
                                         b2 current-limit FET, b3 heater
 
@@ -257,41 +265,111 @@ def _encode_pic(r: Reading) -> bytes:
 
 
 def _decode_eia(regs: tuple[int, ...]) -> Reading:
-    # Registers 8-9 repeat the pack's "total discharge capacity", 10-21 are not documented.
+    """The bank: the XZH table's EIA (0x2000-0x2019), 32-bit values low word first. Packs
+    are counted online from their flag bits; the rest of the configured packs are offline."""
+    packs = regs[22]
+    online_bits = _u32_lo_first(regs, 12)
+    online = bin(online_bits).count("1")
     return Reading(
         pack_voltage_v=_u32_lo_first(regs, 0) / 100,
         current_a=_s32_lo_first(regs, 2) / 10,
         remaining_ah=_u32_lo_first(regs, 4) / 100,
         full_charge_ah=_u32_lo_first(regs, 6) / 100,
-        modules_online=regs[22],
+        design_ah=_u32_lo_first(regs, 10) / 100,
+        discharge_current_limit_a=_u32_lo_first(regs, 16) / 10,
+        charge_current_limit_a=_u32_lo_first(regs, 18) / 10,
+        modules_online=online if online_bits else packs,
+        modules_offline=max(packs - online, 0) if online_bits else None,
         cycles=regs[23],
         soc_pct=regs[24] / 10,
         soh_pct=regs[25] / 10,
+        extra=(
+            ("discharged_capacity_ah", _u32_lo_first(regs, 8) * 10),
+            ("packs_online_bits", online_bits),
+            ("packs_protected_bits", _u32_lo_first(regs, 14)),
+            ("suggested_pack_ov_v", regs[20] / 10),
+            ("suggested_pack_uv_v", regs[21] / 10),
+        ),
     )
 
 
 def _encode_eia(r: Reading) -> tuple[int, ...]:
     regs = [0] * 26
+    extra = dict(r.extra)
+    packs = r.modules_online if r.modules_online is not None else 1
     regs[0:2] = _u32_words((r.pack_voltage_v or 0.0) * 100)
     regs[2:4] = _s32_words((r.current_a or 0.0) * 10)
     regs[4:6] = _u32_words((r.remaining_ah or 0.0) * 100)
     regs[6:8] = _u32_words((r.full_charge_ah or 0.0) * 100)
-    regs[22] = _to_u16(r.modules_online if r.modules_online is not None else 1)
+    regs[10:12] = _u32_words((r.design_ah or r.full_charge_ah or 0.0) * 100)
+    regs[12:14] = _u32_words((1 << min(packs, 32)) - 1)
+    protected = extra.get("packs_protected_bits")
+    if isinstance(protected, int) and not isinstance(protected, bool):
+        regs[14:16] = _u32_words(protected)
+    regs[16:18] = _u32_words((r.discharge_current_limit_a or 0.0) * 10)
+    regs[18:20] = _u32_words((r.charge_current_limit_a or 0.0) * 10)
+    regs[22] = _to_u16(packs)
     regs[23] = _to_u16(r.cycles or 0)
     regs[24] = _to_u16((r.soc_pct or 0.0) * 10)
     regs[25] = _to_u16((r.soh_pct if r.soh_pct is not None else 100.0) * 10)
     return tuple(regs)
 
 
+# The XZH table gives EIB temperatures in 0.1 K; the captured firmware sends 0.1 °C (its 250
+# beside packs at 25.0 °C). No cell is at 150 °C, and none at -120 °C: a value above this is
+# kelvin.
+_EIB_KELVIN_ABOVE: Final = 1500
+
+
+def _eib_temperature(raw: int) -> float:
+    value = _s16(raw)
+    return _kelvin10_to_c(value) if value > _EIB_KELVIN_ABOVE else value / 10
+
+
 def _decode_eib(regs: tuple[int, ...]) -> Reading:
-    return Reading(extra=(("cell_temperature_average_c", _s16(regs[10]) / 10),))
+    """The bank's extremes (XZH EIB 0x2100-0x210C): cell voltages and temperatures with the
+    cell that holds each, pack voltages. Registers after 0x210C are not read: the captured
+    firmware does not follow the table there."""
+    return Reading(
+        cell_voltage_max_v=regs[0] / 1000,
+        cell_voltage_min_v=regs[1] / 1000,
+        cell_voltage_max_id=str(regs[2]),
+        cell_voltage_min_id=str(regs[3]),
+        cell_temperature_max_c=_eib_temperature(regs[8]),
+        cell_temperature_min_c=_eib_temperature(regs[9]),
+        cell_temperature_max_id=str(regs[11]),
+        cell_temperature_min_id=str(regs[12]),
+        extra=(
+            ("pack_voltage_max_v", regs[4] / 100),
+            ("pack_voltage_min_v", regs[5] / 100),
+            ("pack_voltage_max_id", regs[6]),
+            ("pack_voltage_min_id", regs[7]),
+            ("cell_temperature_average_c", _eib_temperature(regs[10])),
+        ),
+    )
+
+
+def _id_of(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 def _encode_eib(r: Reading) -> tuple[int, ...]:
     regs = [0] * 22
     temps = r.temperatures_c or ()
     avg = sum(temps) / len(temps) if temps else (r.temperature_c or 0.0)
+    volts = r.pack_voltage_v or 0.0
+    hot = r.cell_temperature_max_c if r.cell_temperature_max_c is not None else avg
+    cold = r.cell_temperature_min_c if r.cell_temperature_min_c is not None else avg
+    regs[0] = _to_u16((r.max_cell_v or 0.0) * 1000)
+    regs[1] = _to_u16((r.min_cell_v or 0.0) * 1000)
+    regs[2] = _id_of(r.cell_voltage_max_id)
+    regs[3] = _id_of(r.cell_voltage_min_id)
+    regs[4] = regs[5] = _to_u16(volts * 100)
+    regs[8] = _to_s16(hot * 10)
+    regs[9] = _to_s16(cold * 10)
     regs[10] = _to_s16(avg * 10)
+    regs[11] = _id_of(r.cell_temperature_max_id)
+    regs[12] = _id_of(r.cell_temperature_min_id)
     return tuple(regs)
 
 
