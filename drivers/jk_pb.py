@@ -258,7 +258,7 @@ _ALARM_BITS = BitTable(
         (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
         (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
     )
-)
+).with_unknown((range(32), Protection.UNKNOWN))
 # Status temperatures: (presence bit in byte 214, payload offset). T3/T4 sit at 256/258 on
 # every captured unit. Offset 254 (the official +6 rule's T3) is a second MOSFET sensor: equal
 # to the first on some units, 7.6 K apart on firmware 15.38 (aiobmsble's capture), which

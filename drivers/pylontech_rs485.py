@@ -419,7 +419,7 @@ _PYLON_STATUS1 = BitTable.of_flags(
         (0, 6, Protection.OVER_TEMPERATURE),  # charge over-temperature
         (0, 7, Protection.CELL_UNDERVOLTAGE),  # module under-voltage
     )
-)
+).with_unknown((range(8), Protection.UNKNOWN))  # status 1 bit 3 is unused
 _CHARGE_FET = 0x02  # status 2
 _DISCHARGE_FET = 0x04
 
@@ -709,7 +709,7 @@ _SEPLOS_PROTECTIONS = BitTable.of_flags(
         (4, 4, Protection.DISCHARGE_OVERCURRENT),  # transient over-current
         (4, 5, Protection.SHORT_CIRCUIT),
     )
-)
+).with_unknown((range(8), Protection.UNKNOWN))  # event 1: sensor and switch faults
 _SEPLOS_ALARMS = BitTable.of_flags(
     (
         (1, 0, Alarm.CELL_HIGH_VOLTAGE),
@@ -888,6 +888,8 @@ _PACE_PROTECTIONS = BitTable.of_flags(
         (4, 4, Protection.SYSTEM_ERROR),  # cell
         (4, 5, Protection.SYSTEM_ERROR),  # sampling
     )
+).with_unknown(  # protection 1 and 2, fault: every bit is a condition
+    ([*range(0, 16), *range(32, 40)], Protection.UNKNOWN)
 )
 _PACE_ALARMS = BitTable.of_flags(
     (
@@ -905,7 +907,7 @@ _PACE_ALARMS = BitTable.of_flags(
         (8, 5, Alarm.LOW_TEMPERATURE),
         (8, 6, Alarm.HIGH_TEMPERATURE),
     )
-)
+).with_unknown((range(56, 72), Alarm.UNKNOWN))  # warning 1 and 2
 _PACE_SYSTEM = 2  # b1 charge MOSFET on, b2 discharge MOSFET on, b3 discharging, b5 charging
 
 
@@ -1059,15 +1061,27 @@ def _eg4_status(info: bytes, ctx: _Ctx) -> list[Reading]:
     fet = p.u8("FET status")
     p.u8("system status")
     p.u32("balancing bits")
-    # The event bit tables are not documented well enough to name protections: raw, when set.
+    # The event bit tables are not documented well enough to name protections: raw, when set,
+    # and each set bit of a condition word surfaced as an unknown warning with its number.
     p.done(1)
+    unknown = [
+        f"{key.removesuffix('_bits')}_bit_{bit}"
+        for key, value in events
+        if key != "balance_event_bits"
+        for bit in range(16)
+        if value >> bit & 1
+    ]
+    alarms = _states_to_alarms(cells, temps, 0, voltage, None)
+    if unknown:
+        alarms |= Alarm.UNKNOWN
     return [
         Reading(
             # The one current state does not say which direction: left out.
-            alarms=_states_to_alarms(cells, temps, 0, voltage, None),
+            alarms=alarms,
             discharge_enabled=bool(fet & 0x01),
             charge_enabled=bool(fet & 0x02),
-            extra=tuple((k, v) for k, v in events if v),
+            extra=tuple((k, v) for k, v in events if v)
+            + ((("alarms_active", ",".join(unknown)),) if unknown else ()),
         )
     ]
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.bits import BitTable
 from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.modbus_rtu import (
     ExceptionReply,
@@ -51,7 +52,7 @@ from bankwatch.drivers.modbus_rtu import (
     ReadReply,
     ReadRequest,
 )
-from bankwatch.drivers.model import Alarm, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "BLOCKS",
@@ -227,23 +228,104 @@ _PIC_ALARMS: Final[tuple[tuple[tuple[int, ...], Alarm], ...]] = (
 _PIC_BALANCING: Final = (6, 7)
 _PIC_FET_BYTE: Final = 15
 _PIC_HARD_FAULT_BYTE: Final = 17
+
+# The six event-code bytes (XZH tables TB02, TB03, TB04, TB05, TB16, TB06), the same in a
+# pack's PIC (from byte 9, coil 0x1248) and the master's EIC (from byte 1, coil 0x2208):
+# (byte, bit, name, protection, alarm). Bits the table reserves are condition bits too: a
+# firmware that starts using one is surfaced as unknown, not dropped.
+_P = Protection
+_A = Alarm
+_EVENT_ROWS: Final[tuple[tuple[int, int, str, Protection | None, Alarm | None], ...]] = (
+    (0, 0, "cell_high_voltage_alarm", None, _A.CELL_HIGH_VOLTAGE),
+    (0, 1, "cell_overvoltage_protection", _P.CELL_OVERVOLTAGE, None),
+    (0, 2, "cell_low_voltage_alarm", None, _A.CELL_LOW_VOLTAGE),
+    (0, 3, "cell_undervoltage_protection", _P.CELL_UNDERVOLTAGE, None),
+    (0, 4, "pack_high_voltage_alarm", None, _A.CELL_HIGH_VOLTAGE),
+    (0, 5, "pack_overvoltage_protection", _P.CELL_OVERVOLTAGE, None),
+    (0, 6, "pack_low_voltage_alarm", None, _A.CELL_LOW_VOLTAGE),
+    (0, 7, "pack_undervoltage_protection", _P.CELL_UNDERVOLTAGE, None),
+    (1, 0, "charge_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (1, 1, "charge_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (1, 2, "charge_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (1, 3, "charge_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (1, 4, "discharge_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (1, 5, "discharge_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (1, 6, "discharge_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (1, 7, "discharge_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (2, 0, "environment_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (2, 1, "environment_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (2, 2, "environment_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (2, 3, "environment_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (2, 4, "power_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (2, 5, "power_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (2, 6, "cell_low_temperature_heating", None, None),  # a state, not a condition
+    (3, 0, "charge_current_alarm", None, _A.CHARGE_HIGH_CURRENT),
+    (3, 1, "charge_overcurrent_protection", _P.CHARGE_OVERCURRENT, None),
+    (3, 2, "charge_overcurrent_protection_2", _P.CHARGE_OVERCURRENT, None),
+    (3, 3, "discharge_current_alarm", None, _A.DISCHARGE_HIGH_CURRENT),
+    (3, 4, "discharge_overcurrent_protection", _P.DISCHARGE_OVERCURRENT, None),
+    (3, 5, "discharge_overcurrent_protection_2", _P.DISCHARGE_OVERCURRENT, None),
+    (3, 6, "output_short_circuit_protection", _P.SHORT_CIRCUIT, None),
+    (4, 0, "output_short_latch_up", _P.SHORT_CIRCUIT, None),
+    (4, 2, "charge_overcurrent_latch_up", _P.CHARGE_OVERCURRENT, None),
+    (4, 3, "discharge_overcurrent_latch_up", _P.DISCHARGE_OVERCURRENT, None),
+    (5, 2, "soc_alarm", None, None),
+    # The pack is empty enough that the BMS has opened its switch.
+    (5, 3, "soc_protection", _P.CELL_UNDERVOLTAGE, None),
+    (5, 4, "cell_difference_alarm", None, _A.CELL_IMBALANCE),
+)
+# One table per event byte: the simulator sets, in each byte, the first bit of each condition
+# (as the register-map codec does per entry).
+_EVENTS: Final = tuple(
+    BitTable.by_byte(row for row in _EVENT_ROWS if row[0] == byte).with_unknown(
+        (range(8 * byte, 8 * byte + 8), _P.UNKNOWN)
+    )
+    for byte in range(6)
+)
+_EVENT_BYTES: Final = 6
+_PIC_EVENTS: Final = 9
+_EIC_EVENTS: Final = 1
+
+
+def _events(data: bytes, start: int) -> tuple[Protection, Alarm, str]:
+    word = int.from_bytes(data[start : start + _EVENT_BYTES], "little")
+    protections, alarms = Protection.NONE, Alarm.NONE
+    names: list[str] = []
+    for table in _EVENTS:
+        found = table.decode(word)
+        protections |= found.protections
+        alarms |= found.alarms
+        # The flags name the rest; a bit the table reserves is named by its number.
+        names += [n for n in found.names if n.startswith("unknown_bit_")]
+    return protections, alarms, ",".join(names)
+
+
+def _encode_events(out: bytearray, start: int, r: Reading) -> None:
+    word = 0
+    for table in _EVENTS:
+        word |= table.encode(r.protections, r.alarms)
+    out[start : start + _EVENT_BYTES] = word.to_bytes(_EVENT_BYTES, "little")
+
+
 _FET_DISCHARGE: Final = 0x01
 _FET_CHARGE: Final = 0x02
 
 
 def _decode_pic(data: bytes) -> Reading:
-    alarms = Alarm.NONE
+    protections, alarms, names = _events(data, _PIC_EVENTS)
     for byte_indexes, flag in _PIC_ALARMS:
         if _any_bit(data, byte_indexes):
             alarms |= flag
     fets = data[_PIC_FET_BYTE]
     return Reading(
+        protections=protections,
         alarms=alarms,
         discharge_enabled=bool(fets & _FET_DISCHARGE),
         charge_enabled=bool(fets & _FET_CHARGE),
         extra=(
             ("balancing", _any_bit(data, _PIC_BALANCING)),
             ("hard_fault", bool(data[_PIC_HARD_FAULT_BYTE])),
+            *((("protections_active", names),) if names else ()),
         ),
     )
 
@@ -258,6 +340,7 @@ def _encode_pic(r: Reading) -> bytes:
     for byte_indexes, flag in _PIC_ALARMS:
         if r.alarms is not None and flag in r.alarms:
             out[byte_indexes[0]] = 0x01
+    _encode_events(out, _PIC_EVENTS, r)
     out[_PIC_FET_BYTE] = (_FET_DISCHARGE if r.discharge_enabled is not False else 0) | (
         _FET_CHARGE if r.charge_enabled is not False else 0
     )
@@ -380,18 +463,23 @@ _EIC_HEATER: Final = 0x08
 
 def _decode_eic(data: bytes) -> Reading:
     fets = data[_EIC_FET_BYTE]
+    protections, alarms, names = _events(data, _EIC_EVENTS)
     return Reading(
+        protections=protections,
+        alarms=alarms,
         discharge_enabled=bool(fets & _FET_DISCHARGE),
         charge_enabled=bool(fets & _FET_CHARGE),
         extra=(
             ("current_limit_active", bool(fets & _EIC_LIMIT)),
             ("heater_on", bool(fets & _EIC_HEATER)),
+            *((("protections_active", names),) if names else ()),
         ),
     )
 
 
 def _encode_eic(r: Reading) -> bytes:
     out = bytearray(10)
+    _encode_events(out, _EIC_EVENTS, r)
     extra = dict(r.extra)
     out[_EIC_FET_BYTE] = (
         (_FET_DISCHARGE if r.discharge_enabled is not False else 0)

@@ -88,6 +88,9 @@ ALARM_REASONS: Final[tuple[tuple[int, str, Alarm | None], ...]] = (
     (2048, "high_ac_voltage", None),
 )
 
+# The first reason bit no row names (the simulator's unknown alarm).
+_UNNAMED_REASON: Final = 4096
+
 # Product ids of the battery monitors (PID) -> name, for a block whose BMV field is absent.
 _PRODUCTS: Final[dict[int, str]] = {
     0x203: "BMV-700",
@@ -348,6 +351,8 @@ def _alarm_reason(label: str, value: str, values: dict[str, object], extra: _Ext
                 flags |= flag
     unknown = raw & ~known
     names += [f"unknown_bit_{i}" for i in range(unknown.bit_length()) if unknown >> i & 1]
+    if unknown:
+        flags |= Alarm.UNKNOWN  # a reason this table cannot name still counts
     values["alarms"] = flags
     extra["alarm_bits"] = raw
     extra["alarms_active"] = ",".join(names)
@@ -405,6 +410,8 @@ def _ar_of(reading: Reading) -> int:
         for bit, _name, flag in ALARM_REASONS:
             if flag is not None and flag in reading.alarms:
                 bits |= bit
+        if Alarm.UNKNOWN in reading.alarms:
+            bits |= _UNNAMED_REASON
     return bits
 
 

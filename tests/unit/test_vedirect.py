@@ -136,7 +136,7 @@ def test_unsynchronised_monitor_sends_dashes() -> None:
 def test_alarm_reasons_map_to_flags_and_unknown_bits_are_named() -> None:
     block = vedirect.encode_block([("Alarm", "ON"), ("AR", str(1 | 4 | 128 | 8192))])
     r = vedirect.decode(block)
-    assert r.alarms == Alarm.CELL_LOW_VOLTAGE | Alarm.CELL_IMBALANCE
+    assert r.alarms == Alarm.CELL_LOW_VOLTAGE | Alarm.CELL_IMBALANCE | Alarm.UNKNOWN
     assert _extra(r, "alarm_condition") is True
     assert _extra(r, "alarms_active") == "low_voltage,low_soc,mid_voltage,unknown_bit_13"
     assert _extra(r, "alarm_bits") == 1 | 4 | 128 | 8192
