@@ -129,6 +129,8 @@ class MapEntry:
     # A list whose length the device states in a register of its own (a cell or sensor count):
     # only that many of the `count` slots are real, the rest are empty slots, not zeros.
     length_from: int | None = None
+    # Bits entries: "protection" or "alarm" when a set bit no rule covers is an unknown one.
+    unknown: str | None = None
 
     @property
     def coils(self) -> bool:
@@ -311,6 +313,7 @@ def _group_keys(entry: MapEntry) -> list[str]:
     """Targets that must be decoded from one reply, or merging readings would lose parts."""
     keys = [entry.field] if entry.field in TUPLE_FIELDS else []
     keys += [r.target for r in entry.bits if r.target in ("protection", "alarm")]
+    keys += [entry.unknown] if entry.unknown else []
     return [k for k in keys if k]
 
 
@@ -451,6 +454,31 @@ def _apply_bits(acc: _Accumulator, entry: MapEntry, raw: int) -> None:
             acc.values[rule.name] = hit
         else:
             acc.extra[rule.name] = hit
+    unnamed = raw & ~_covered(entry) & ((1 << _width(entry)) - 1)
+    if entry.unknown and unnamed:
+        names = [f"unknown_bit_{entry.address}.{i}" for i in range(32) if unnamed >> i & 1]
+        if entry.unknown == "protection":
+            acc.protections = (acc.protections or Protection.NONE) | Protection.UNKNOWN
+            key = "protections_active"
+        else:
+            acc.alarms = (acc.alarms or Alarm.NONE) | Alarm.UNKNOWN
+            key = "alarms_active"
+        before = acc.extra.get(key)
+        acc.extra[key] = ",".join([str(before), *names] if before else names)
+
+
+def _covered(entry: MapEntry) -> int:
+    out = 0
+    for rule in entry.bits:
+        out |= rule.mask
+    return out
+
+
+def _width(entry: MapEntry) -> int:
+    """Bits an integer entry holds (a coil entry: its coils)."""
+    if entry.coils:
+        return entry.count
+    return 16 if entry.type == "bits" else 8 * _SIZE[entry.type]
 
 
 def _decode_entry(
@@ -652,6 +680,11 @@ def _encode_raw_int(entry: MapEntry, reading: Reading) -> int:
             want = _rule_state(rule, reading)
             if want != rule.invert:
                 raw |= rule.mask & -rule.mask  # the rule's lowest bit says it
+        unnamed = ~_covered(entry) & ((1 << _width(entry)) - 1)
+        flags = reading.protections if entry.unknown == "protection" else reading.alarms
+        unknown = Protection.UNKNOWN if entry.unknown == "protection" else Alarm.UNKNOWN
+        if entry.unknown and unnamed and flags is not None and unknown in flags:
+            raw |= unnamed & -unnamed  # the first bit no rule covers
         return raw
     value = _reading_value(entry, reading)
     if value is None or isinstance(value, str | tuple):

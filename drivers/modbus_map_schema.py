@@ -159,6 +159,9 @@ class MapEntryConfig(_Strict):
     field: str | None = None
     extra: str | None = None
     bits: list[BitRuleConfig] | None = None
+    # A bits entry that is a word of conditions: a set bit no rule covers is an unknown
+    # protection (or alarm), surfaced with its number instead of dropped.
+    unknown: Literal["protection", "alarm"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MapEntryConfig:
@@ -170,6 +173,8 @@ class MapEntryConfig(_Strict):
             raise ValueError('coils (function 1 or 2) are read as type "bits", and only they are')
         if self.type == "bits" and self.bits is None:
             raise ValueError('type "bits" needs bits = [...] rules')
+        if self.unknown is not None and self.bits is None:
+            raise ValueError("unknown belongs to an entry of bits = [...] rules")
         if self.bits is not None and self.type in ("f32", "str"):
             raise ValueError(f"bit rules need an integer type, not {self.type!r}")
         if self.scale == 0:
@@ -245,6 +250,7 @@ def compile_map(config: ModbusMapConfig, name: str) -> RegisterMap:
             shift=e.shift,
             ignore=frozenset(e.ignore),
             length_from=e.length_from,
+            unknown=e.unknown,
             field=e.field,
             extra=e.extra,
             bits=tuple(r.compile() for r in e.bits or ()),

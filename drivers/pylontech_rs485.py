@@ -490,16 +490,24 @@ def _pylon_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     cell_errors = status[3] | status[4] << 8
     if cell_errors:
         extra.append(("cell_error_bits", cell_errors))
+    found = _PYLON_STATUS1.decode_bytes(bytes(status))
+    extra += _unknown_names("protections_active", found.names)
     p.done()
     return [
         Reading(
-            protections=_PYLON_STATUS1.decode_bytes(bytes(status)).protections,
+            protections=found.protections,
             alarms=_states_to_alarms(cells, temps, charge, voltage, discharge),
             charge_enabled=bool(status[1] & _CHARGE_FET),
             discharge_enabled=bool(status[1] & _DISCHARGE_FET),
             extra=tuple(extra),
         )
     ]
+
+
+def _unknown_names(key: str, names: Sequence[str]) -> list[tuple[str, float | int | str | bool]]:
+    """The numbers of the set bits a table cannot name, as `key` (empty when none)."""
+    unknown = [n for n in names if n.startswith("unknown_bit_")]
+    return [(key, ",".join(unknown))] if unknown else []
 
 
 def _pylon_alarm_encode(r: Reading, address: int) -> bytes:
@@ -740,13 +748,15 @@ def _seplos_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     alarms = _states_to_alarms(cells, temps, 0, voltage, None)
     alarms |= _SEPLOS_ALARMS.decode_bytes(bytes(events)).alarms
     onoff = events[_SEPLOS_ONOFF]
+    found = _SEPLOS_PROTECTIONS.decode_bytes(bytes(events))
     p.done()
     return [
         Reading(
-            protections=_SEPLOS_PROTECTIONS.decode_bytes(bytes(events)).protections,
+            protections=found.protections,
             alarms=alarms,
             discharge_enabled=bool(onoff & 0x01),
             charge_enabled=bool(onoff & 0x02),
+            extra=tuple(_unknown_names("protections_active", found.names)),
         )
     ]
 
@@ -923,13 +933,19 @@ def _pace_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     status = p.take(9, "protection, status, fault and warning bytes")
     alarms = _states_to_alarms(cells, temps, charge, voltage, discharge)
     system = status[_PACE_SYSTEM]
+    found = _PACE_PROTECTIONS.decode_bytes(bytes(status))
+    warnings = _PACE_ALARMS.decode_bytes(bytes(status))
     p.done()
     return [
         Reading(
-            protections=_PACE_PROTECTIONS.decode_bytes(bytes(status)).protections,
-            alarms=alarms | _PACE_ALARMS.decode_bytes(bytes(status)).alarms,
+            protections=found.protections,
+            alarms=alarms | warnings.alarms,
             charge_enabled=bool(system & 0x02),
             discharge_enabled=bool(system & 0x04),
+            extra=tuple(
+                _unknown_names("protections_active", found.names)
+                + _unknown_names("alarms_active", warnings.names)
+            ),
         )
     ]
 

@@ -302,8 +302,12 @@ def _events(data: bytes, start: int) -> tuple[Protection, Alarm, str]:
 
 def _encode_events(out: bytearray, start: int, r: Reading) -> None:
     word = 0
+    protections = r.protections
     for table in _EVENTS:
-        word |= table.encode(r.protections, r.alarms)
+        bits = table.encode(protections, r.alarms)
+        if protections is not None and bits & ~table.encode(protections & ~_P.UNKNOWN, r.alarms):
+            protections &= ~_P.UNKNOWN  # one unknown bit says it; the first free one
+        word |= bits
     out[start : start + _EVENT_BYTES] = word.to_bytes(_EVENT_BYTES, "little")
 
 
