@@ -221,7 +221,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bankwatch.daemon.replay import AlertCounter, replay
-    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink, Sink
+    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink
+    from bankwatch.daemon.tick import Sink
 
     config = load_config(args.config) if args.config else None
     counter = AlertCounter()

@@ -58,7 +58,7 @@ from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.model import Reading, flag_names
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.tick import Tick
 
 __all__ = [
     "InfluxSink",
@@ -427,7 +427,8 @@ class InfluxSink:
 
     # --- called by the monitor, on the loop: never blocks ----------------------------------------
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
+    def on_tick(self, tick: Tick) -> None:
+        state, events = tick.state, tick.events
         due = self._last_sample_at is None or state.at - self._last_sample_at >= (
             self.config.interval_s
         )
@@ -440,15 +441,7 @@ class InfluxSink:
             self.snapshots_dropped += 1
             if self.snapshots_dropped == 1:
                 log.warning("influxdb: the writer is not keeping up; dropping the oldest samples")
-        clock = monitor.clock
-        self._snapshots.append(
-            _Snapshot(
-                state if due else None,
-                tuple(monitor.tracker.sorted_active()),
-                tuple(events),
-                clock.wall() - clock.monotonic(),
-            )
-        )
+        self._snapshots.append(_Snapshot(state if due else None, tick.alerts, events, tick.to_wall))
         self.idle.clear()
         self._wake.set()
 

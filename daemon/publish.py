@@ -21,7 +21,7 @@ from bankwatch.daemon.credentials import Secret, find_secret
 from bankwatch.daemon.influx import InfluxSink, V1Writer, V2Writer, Writer, default_spool_dir
 from bankwatch.daemon.mqtt import MqttSink
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig, parse_mqtt_url
-from bankwatch.daemon.service import Sink
+from bankwatch.daemon.tick import Sink
 from bankwatch.daemon.topology import Topology
 from bankwatch.drivers.errors import ConfigError, UsageError
 

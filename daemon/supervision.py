@@ -30,15 +30,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from bankwatch.daemon.console import status_line
 from bankwatch.daemon.sdnotify import Notifier
+from bankwatch.daemon.tick import Tick
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.detectors import AlertEvent
-    from bankwatch.daemon.service import Monitor
-    from bankwatch.daemon.topology import BankState
     from bankwatch.drivers.links.can import LinkStatus
 
 __all__ = [
@@ -60,18 +59,16 @@ STALL_ENV = "BANKWATCH_TEST_STALL_S"
 # --- readiness and status ------------------------------------------------------------------------
 
 
-def links_settled(statuses: list[LinkStatus]) -> bool:
+def links_settled(statuses: Sequence[LinkStatus]) -> bool:
     """True when no link is still on its first attempt."""
     return all(s.state != "starting" for s in statuses)
 
 
-def status_text(monitor: Monitor, state: BankState) -> str:
+def status_text(tick: Tick) -> str:
     """One line for `systemctl status`: the bank, its batteries, links and alerts."""
-    from bankwatch.daemon.console import status_line
-
-    statuses = monitor.link_statuses()
-    up = sum(s.state == "up" for s in statuses)
-    return f"{status_line(state, monitor)}, links {up}/{len(statuses)} up"
+    return (
+        f"{status_line(tick.state, len(tick.alerts))}, links {tick.links_up}/{len(tick.links)} up"
+    )
 
 
 class SystemdSink:
@@ -97,13 +94,13 @@ class SystemdSink:
         self._alerts: int | None = None
         self._told_partial = False
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        now = state.at
+    def on_tick(self, tick: Tick) -> None:
+        now = tick.state.at
         if self._first_tick is None:
             self._first_tick = now
-        text = status_text(monitor, state)
+        text = status_text(tick)
         if not self.ready:
-            statuses = monitor.link_statuses()
+            statuses = tick.links
             waited = now - self._first_tick
             if not links_settled(statuses) and waited < self.ready_timeout_s:
                 return
@@ -118,9 +115,9 @@ class SystemdSink:
             if not self.notifier.notify("READY=1", f"STATUS={text}"):
                 return  # systemd did not get it (the notifier logged why): again next tick
             self.ready = True
-            self._sent(text, now, len(monitor.tracker.active))
+            self._sent(text, now, len(tick.alerts))
             return
-        alerts = len(monitor.tracker.active)
+        alerts = len(tick.alerts)
         due = self._status_at is None or now - self._status_at >= self.status_every_s
         if text != self._status and (due or alerts != self._alerts):
             self.notifier.notify(f"STATUS={text}")
@@ -221,5 +218,3 @@ def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
             handler.setFormatter(JournalFormatter())
     return True
-
-
