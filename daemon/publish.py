@@ -1,8 +1,7 @@
 """Publishing sinks from the config and the command line: MQTT and InfluxDB.
 
-`publish_config.add_publish_arguments` gives `run` and `demo` the quick-start flags,
-`apply_publish_args` turns
-them into the config's `[mqtt]` and `[influxdb]` sections (validated like the file), and
+`cli` gives `run` and `demo` the quick-start flags, `apply_publish_args` turns them into the
+config's `[mqtt]` and `[influxdb]` sections (validated like the file), and
 `build_publish_sinks` makes the sinks, reading secrets and checking files once, at start.
 """
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from bankwatch.daemon.rules import Finding
-from bankwatch.daemon.topology import Topology
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # Types only: the console imports `fmt_energy` and must not pull the config models in.
+    from bankwatch.daemon.rules import Finding
+    from bankwatch.daemon.topology import Topology
 
 __all__ = ["fmt_energy", "format_findings", "format_tree"]
 

@@ -17,13 +17,10 @@ import pytest
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.credentials import find_secret
+from bankwatch.daemon.journal import JournalFormatter, on_journal
 from bankwatch.daemon.sdnotify import Notifier
 from bankwatch.daemon.service import Monitor
-from bankwatch.daemon.supervision import (
-    JournalFormatter,
-    SystemdSink,
-    on_journal,
-)
+from bankwatch.daemon.supervision import SystemdSink
 from bankwatch.drivers.clock import ManualClock, SystemClock
 from bankwatch.drivers.errors import ConfigError
 from tests.helpers import REPO
