@@ -45,19 +45,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
-from influxdb_client import InfluxDBClient, Point, WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
 
 from bankwatch.daemon.alert_state import default_state_dir
 from bankwatch.daemon.credentials import Secret
-from bankwatch.daemon.detectors import Alert, AlertEvent
+from bankwatch.daemon.line_protocol import Point
 from bankwatch.daemon.publish_config import InfluxConfig
 from bankwatch.daemon.spool import Spool
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.model import Reading, flag_names
 
 if TYPE_CHECKING:
+    from bankwatch.daemon.alerts import Alert, AlertEvent
     from bankwatch.daemon.tick import Tick
 
 __all__ = [
@@ -152,7 +150,7 @@ def state_points(
         for k, v in fields.items():
             if v is not None:
                 p.field(k, v)
-        points.append(p.time(t, WritePrecision.US))
+        points.append(p.time(t))
 
     point(
         Measurement.BANK,
@@ -242,7 +240,7 @@ def alert_points(bank: str, events: Sequence[AlertEvent], to_wall: float) -> lis
         p.tag("kind", a.kind).tag("severity", a.severity).tag("event", ev.event)
         p.field("message", a.message).field("id", a.id)
         p.field("active", 0 if ev.event == "cleared" else 1)
-        points.append(p.time(_us(ev.at + to_wall), WritePrecision.US))
+        points.append(p.time(_us(ev.at + to_wall)))
     return points
 
 
@@ -339,7 +337,8 @@ class V1Writer:
 
 
 class V2Writer:
-    """InfluxDB 2.x, 3.x and 1.8+: influxdb-client's synchronous write API (/api/v2/write)."""
+    """InfluxDB 2.x, 3.x and 1.8+: influxdb-client's synchronous write API (/api/v2/write).
+    The client library is imported here, by the v2 writer alone: the v1 API does without it."""
 
     def __init__(
         self,
@@ -351,6 +350,12 @@ class V2Writer:
         timeout_s: float = 10.0,
         ca_file: str | None = None,
     ) -> None:
+        from influxdb_client import InfluxDBClient, WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.rest import ApiException
+
+        self._api_exception = ApiException
+        self._precision = WritePrecision.US
         self.where = f"{url} org {org} bucket {bucket}"
         self._org = org
         self._bucket = bucket
@@ -366,12 +371,14 @@ class V2Writer:
     def write(self, lines: list[str]) -> None:
         try:
             self._api.write(
-                bucket=self._bucket, org=self._org, record=lines, write_precision=WritePrecision.US
+                bucket=self._bucket, org=self._org, record=lines, write_precision=self._precision
             )
-        except ApiException as exc:
-            raise _classify(int(exc.status or 0), _server_message(exc.body), "v2") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise WriteError(_transport_message(exc), retry=True) from None
+        except Exception as exc:
+            if isinstance(exc, self._api_exception):  # the server answered with an error
+                raise _classify(int(exc.status or 0), _server_message(exc.body), "v2") from None
+            raise
 
     def close(self) -> None:
         self._client.close()
@@ -454,7 +461,7 @@ class InfluxSink:
                     snap.state, self.topology, snap.alerts, snap.state.at + snap.to_wall
                 )
             points += alert_points(self.topology.name, snap.events, snap.to_wall)
-            self._buffer.extend(p.to_line_protocol() for p in points)
+            self._buffer.extend(line for p in points if (line := p.to_line_protocol()))
 
     # --- the task --------------------------------------------------------------------------------
 
