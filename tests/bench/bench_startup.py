@@ -135,10 +135,14 @@ def daemon_rss(seconds: float) -> tuple[float, float, int]:
                 cwd=work,
                 **quiet,
             )
-            time.sleep(seconds)
-            if run.poll() is not None:
-                raise SystemExit(f"bankwatch run exited with {run.returncode}")
-            rss, hwm = _rss_mb(run.pid)
+            started = time.monotonic()
+            # A few samples on the way show whether memory settles or keeps growing.
+            for at in sorted({5.0, seconds / 2, seconds}):
+                time.sleep(max(0.0, started + at - time.monotonic()))
+                if run.poll() is not None:
+                    raise SystemExit(f"bankwatch run exited with {run.returncode}")
+                rss, hwm = _rss_mb(run.pid)
+                print(f"  bankwatch run after {at:4.0f} s: RSS {rss:.1f} MB", file=sys.stderr)
         finally:
             if run is not None:
                 _stop(run)
