@@ -14,23 +14,22 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from bankwatch.daemon.report import fmt_energy
+# The one-line status and the formatting of numbers are shared with systemd's STATUS= line, which
+# has no need of the rest of the view.
+from bankwatch.daemon.report import WIDTH, fmt_energy, status_line
+from bankwatch.daemon.report import clip as _clip
+from bankwatch.daemon.report import fmt_value as _f
 from bankwatch.daemon.tick import Tick
 
 if TYPE_CHECKING:
     from bankwatch.daemon.alerts import Alert
     from bankwatch.daemon.topology import BankState, BatteryState
 
-__all__ = ["WIDTH", "ConsoleView", "fmt_duration", "render", "status_line"]
+__all__ = ["WIDTH", "ConsoleView", "fmt_duration", "render"]
 
-WIDTH = 100
 # The numbers and the state word take 48 columns; the name gets the rest.
 _MAX_LABEL = WIDTH - 48
 _CLEAR = "\x1b[H\x1b[2J"
-
-
-def _f(value: float | None, fmt: str, unit: str = "") -> str:
-    return "—" if value is None else f"{value:{fmt}}{unit}"
 
 
 def _state_word(b: BatteryState) -> str:
@@ -156,10 +155,6 @@ def _runtime(state: BankState) -> str:
     return ""
 
 
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
-
-
 class _RecentLogs(logging.Handler):
     """Keeps the last few log records so the live view can show them instead of letting them
     tear the screen."""
@@ -229,13 +224,3 @@ class ConsoleView:
             self._last_line_at = state.at
             self.out.write(_clip(f"[{clock}] {status_line(state, len(tick.alerts))}") + "\n")
         self.out.flush()
-
-
-def status_line(state: BankState, active_alerts: int) -> str:
-    """The bank in one line: voltage, current, SOC, live batteries and active alerts."""
-    live = sum(b.live for b in state.batteries())
-    return _clip(
-        f"{state.name}: {_f(state.voltage_v, '.2f', ' V')} {_f(state.current_a, '+.1f', ' A')} "
-        f"SOC {_f(state.soc_pct, '.1f', ' %')}, {live}/{len(state.batteries())} batteries live, "
-        f"{active_alerts} active alert(s)"
-    )

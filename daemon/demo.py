@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TextIO
 
 from bankwatch.daemon.config import CanLinkConfig, Config, SerialLinkConfig
-from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
+from bankwatch.daemon.console import WIDTH, ConsoleView
+from bankwatch.daemon.report import status_line
 from bankwatch.daemon.scenario import ScenarioRun
 from bankwatch.daemon.service import JsonAlertSink, Monitor, install_stop_signals
 from bankwatch.daemon.tick import Sink, Tick

@@ -33,9 +33,11 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import http.client
 import json
 import logging
 import random
+import ssl
 import time
 import urllib.parse
 from collections import deque
@@ -43,8 +45,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-
-import urllib3
 
 from bankwatch.daemon.alert_state import default_state_dir
 from bankwatch.daemon.credentials import Secret
@@ -316,24 +316,63 @@ class V1Writer:
             pw = password.reveal() if password is not None else ""
             cred = base64.b64encode(f"{username}:{pw}".encode()).decode()
             self._headers["Authorization"] = f"Basic {cred}"
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-            retries=False,
-            ca_certs=ca_file,
-        )
+        # The standard library's HTTP client: one POST at a time from the writer thread needs
+        # no connection pool (and urllib3 would cost the daemon its memory for nothing).
+        parts = urllib.parse.urlsplit(url)
+        self._path = f"{parts.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port
+        self._timeout_s = timeout_s
+        self._tls = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = False
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._tls is not None:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout_s, context=self._tls
+                )
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout_s
+                )
+            self._used = False
+        return self._conn
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.request("POST", self._path, body=body, headers=self._headers)
+        r = conn.getresponse()
+        data = r.read()
+        self._used = True
+        if r.will_close:
+            self.close()
+        return r.status, data
 
     def write(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
         try:
-            r = self._http.request("POST", self._url, body=body, headers=self._headers)
-        except urllib3.exceptions.HTTPError as exc:
+            try:
+                status, data = self._post(body)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed while we were idle: once more on a
+                # new one. A fresh connection that fails is a real failure.
+                if not self._used:
+                    raise
+                self.close()
+                status, data = self._post(body)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
             raise WriteError(_transport_message(exc), retry=True) from None
-        if r.status == 204 or r.status == 200:
+        if status == 204 or status == 200:
             return
-        raise _classify(r.status, _server_message(r.data), "v1")
+        raise _classify(status, _server_message(data), "v1")
 
     def close(self) -> None:
-        self._http.clear()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class V2Writer:
@@ -350,10 +389,12 @@ class V2Writer:
         timeout_s: float = 10.0,
         ca_file: str | None = None,
     ) -> None:
+        import urllib3
         from influxdb_client import InfluxDBClient, WritePrecision
         from influxdb_client.client.write_api import SYNCHRONOUS
         from influxdb_client.rest import ApiException
 
+        self._transport_errors = (urllib3.exceptions.HTTPError, OSError)
         self._api_exception = ApiException
         self._precision = WritePrecision.US
         self.where = f"{url} org {org} bucket {bucket}"
@@ -373,11 +414,11 @@ class V2Writer:
             self._api.write(
                 bucket=self._bucket, org=self._org, record=lines, write_precision=self._precision
             )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise WriteError(_transport_message(exc), retry=True) from None
         except Exception as exc:
             if isinstance(exc, self._api_exception):  # the server answered with an error
                 raise _classify(int(exc.status or 0), _server_message(exc.body), "v2") from None
+            if isinstance(exc, self._transport_errors):
+                raise WriteError(_transport_message(exc), retry=True) from None
             raise
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from bankwatch.daemon.console import status_line
+from bankwatch.daemon.report import status_line
 from bankwatch.daemon.sdnotify import Notifier
 from bankwatch.daemon.tick import Tick
 
