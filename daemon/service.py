@@ -2,9 +2,10 @@
 
 One `asyncio.TaskGroup` holds a named task per link and one for the monitor's tick. Frames are
 decoded on the event loop as they arrive (cheap: a table lookup and a struct unpack) and only the
-latest Reading per battery is kept; the tick folds them into a BankState once per
-`tick_s`, runs the detectors and hands state and events to the sinks. A stop (SIGTERM, Ctrl-C,
-or the caller's event) cancels the group and closes every link within a few seconds.
+latest Reading per battery is kept; the tick folds them into a BankState once per `tick_s`, runs
+the detectors and hands the sinks one frozen snapshot of it (`tick.Tick`: state, events, active
+alerts, link statuses, the time); no sink sees the monitor itself. A stop (SIGTERM, Ctrl-C, or the
+caller's event) cancels the group and closes every link within a few seconds.
 """
 
 from __future__ import annotations
