@@ -362,7 +362,11 @@ def _encode_92(r: Reading, _host: int) -> list[bytes] | None:
     else:
         hi_t, hi_no = r.cell_temperature_max_c or 0.0, 1
         lo_t, lo_no = r.cell_temperature_min_c or 0.0, 1
-    return [bytes((clamp(hi_t + 40, 0, 255), hi_no, clamp(lo_t + 40, 0, 255), lo_no, 0, 0, 0, 0))]
+    return [
+        bytes(
+            (clamp(hi_t + 40, 0, 255), hi_no, clamp(lo_t + 40, 0, 255), lo_no, 0, 0, 0, 0)
+        )
+    ]
 
 
 def _state_of(r: Reading) -> int:

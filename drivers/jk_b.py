@@ -412,7 +412,9 @@ def _encode_items(r: Reading) -> bytes:
             0x87: clamp(r.cycles or 0, 0, 0xFFFF),
             0x8A: len(cells),
             0x8B: warnings,
-            0x8C: (r.charge_enabled is not False) | (r.discharge_enabled is not False) << 1 | 0x08,
+            0x8C: (r.charge_enabled is not False)
+            | (r.discharge_enabled is not False) << 1
+            | 0x08,
             0xA9: len(cells),
             0xAA: clamp(r.design_ah or r.full_charge_ah or 0.0, 0, 0xFFFFFFFF),
             0xC0: 1,

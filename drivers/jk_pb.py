@@ -199,7 +199,11 @@ def _check_crc(frame: bytes) -> None:
 
 def is_request(frame: bytes) -> bool:
     """The FC 0x10 trigger writes (longer than the 8-byte ACK) are requests."""
-    return len(frame) > _ACK_LEN and frame[0] != _MAGIC[0] and frame[1] == _FC_WRITE_MULTIPLE
+    return (
+        len(frame) > _ACK_LEN
+        and frame[0] != _MAGIC[0]
+        and frame[1] == _FC_WRITE_MULTIPLE
+    )
 
 
 def frame_address(frame: bytes) -> int | None:

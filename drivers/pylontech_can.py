@@ -822,7 +822,8 @@ class PylontechCanDriver:
         hires = _U16.unpack_from(data, 4)[0] / 100
         if hires and abs(hires - soc) >= 1.0:
             notes["soc"] = (
-                f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; using {soc} %"
+                f"0x355: high-resolution SOC {hires:g} % disagrees with SOC {soc} %; "
+                f"using {soc} %"
             )
 
     def _log_changes(self, notes: dict[str, str]) -> None:

@@ -121,7 +121,9 @@ def main() -> None:
                 server.start()
                 ready.wait(10)
                 try:
-                    took, limit = asyncio.run(_measure(port, baud, args.protocol, n, args.sweeps))
+                    took, limit = asyncio.run(
+                        _measure(port, baud, args.protocol, n, args.sweeps)
+                    )
                 finally:
                     server.terminate()
                     server.join()

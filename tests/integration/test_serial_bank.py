@@ -232,7 +232,9 @@ def _simulate(procs: list[subprocess.Popen[str]], cfg: Path, links: int) -> _Pro
     return sim
 
 
-def test_two_lines_two_protocols_and_an_adapter_that_comes_back(tmp_path: Path, procs: Any) -> None:
+def test_two_lines_two_protocols_and_an_adapter_that_comes_back(
+    tmp_path: Path, procs: Any
+) -> None:
     cfg = tmp_path / "bank.toml"
     cfg.write_text(TWO_LINES.format(dir=tmp_path), encoding="utf-8")
     sim = _simulate(procs, cfg, links=2)

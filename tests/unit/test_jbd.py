@@ -115,7 +115,9 @@ def test_contract_and_poll() -> None:
     assert jbd.poll_requests(1) == jbd.poll_requests(7)  # no address on the wire
     assert [r[2] for r in jbd.poll_requests(1)] == [0x03, 0x04, 0x05]
     # the write the vendor PDF shows: discharge MOSFET off
-    assert jbd.encode_request(0xE1, b"\x00\x02", write=True) == bytes.fromhex("DD5AE1020002FF1B77")
+    assert jbd.encode_request(0xE1, b"\x00\x02", write=True) == bytes.fromhex(
+        "DD5AE1020002FF1B77"
+    )
 
 
 def test_extended_basic_info_reads_full_charge_capacity_after_the_ntcs() -> None:
