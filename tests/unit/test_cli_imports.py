@@ -17,7 +17,7 @@ from bankwatch.drivers.pylontech_rs485 import PYLONTECH
 from tests.helpers import REPO, load_vectors
 
 # The libraries only the daemon's links and sinks need.
-HEAVY = ("influxdb_client", "aiomqtt", "pymodbus", "can", "serial")
+HEAVY = ("influxdb_client", "aiomqtt", "pymodbus", "can")
 
 _WRAPPER = """
 import json, sys
