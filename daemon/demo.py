@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TextIO
 
 from bankwatch.daemon.config import Config
-from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
-from bankwatch.daemon.detectors import AlertEvent
+from bankwatch.daemon.console import WIDTH, ConsoleView
 from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
+from bankwatch.daemon.report import status_line
 from bankwatch.daemon.scenario import ScenarioRun
-from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_signals
+from bankwatch.daemon.service import JsonAlertSink, Monitor, install_stop_signals
 from bankwatch.daemon.simulation import bank_description
-from bankwatch.daemon.topology import BankState
+from bankwatch.daemon.tick import Sink, Tick
 from bankwatch.drivers.clock import ScaledClock
 from bankwatch.drivers.errors import UsageError
 from bankwatch.drivers.simulator.serve import SimulatorRunner
@@ -85,9 +85,9 @@ class _Counter:
         self.raised: Counter[str] = Counter()
         self.events = 0
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        self.events += len(events)
-        for ev in events:
+    def on_tick(self, tick: Tick) -> None:
+        self.events += len(tick.events)
+        for ev in tick.events:
             if ev.event == "raised":
                 self.raised[ev.alert.kind] += 1
 
@@ -151,7 +151,7 @@ async def run_demo(
     else:
         out.write("\n")
         if state is not None:
-            out.write(f"summary: {status_line(state, monitor)}\n")
+            out.write(f"summary: {status_line(state, len(monitor.tracker.active))}\n")
         raised = ", ".join(f"{k} ×{n}" for k, n in counter.raised.items()) or "none"
         out.write(
             f"summary: {summary['simulated_s']:.0f} s of bank time at {sim_speed:g}x, "
@@ -190,13 +190,12 @@ class _ScenarioJson:
         self.out = out
         self.start = start
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        for ev in events:
-            wall = monitor.clock.wall() - (monitor.clock.monotonic() - ev.at)
-            line = ev.to_json(round(wall, 3))
+    def on_tick(self, tick: Tick) -> None:
+        for ev in tick.events:
+            line = ev.to_json(round(tick.wall_at(ev.at), 3))
             line["elapsed_s"] = round(ev.at - self.start, 1)
             self.out.write(json.dumps(line) + "\n")
-        if events:
+        if tick.events:
             self.out.flush()
 
 
@@ -282,7 +281,7 @@ def run_scenario_demo(
     else:
         out.write("\n")
         if state is not None:
-            out.write(f"summary: {status_line(state, run.monitor)}\n")
+            out.write(f"summary: {status_line(state, len(run.monitor.tracker.active))}\n")
         raised = ", ".join(f"{k} ×{n}" for k, n in result.raised().items()) or "none"
         lines = [
             f"summary: {result.simulated_s:.0f} s of bank time in {result.wall_s:.1f} s, "

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 
 from bankwatch.daemon.credentials import Secret
-from bankwatch.daemon.detectors import Alert, AlertEvent
+from bankwatch.daemon.detectors import Alert
 from bankwatch.daemon.publish_config import MqttConfig
 from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
 from bankwatch.drivers.backoff import Backoff
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.tick import Tick
 
 __all__ = [
     "ALERT_KINDS",
@@ -502,9 +502,9 @@ class MqttSink:
 
     # --- called by the monitor, on the loop: never blocks ----------------------------------------
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        clock = monitor.clock
-        to_wall = clock.wall() - clock.monotonic()
+    def on_tick(self, tick: Tick) -> None:
+        state, events = tick.state, tick.events
+        to_wall = tick.to_wall
         for ev in events:
             if len(self._events) >= self.config.alert_queue:
                 self._events.popleft()
@@ -524,7 +524,7 @@ class MqttSink:
         )
         if due:
             self._last_state_at = state.at
-            alerts = monitor.tracker.sorted_active()
+            alerts = list(tick.alerts)
             self._states = self._state_messages(state, alerts, state.at + to_wall, to_wall)
             self._active = _json(active_payload(alerts, to_wall))
             self._state_due = True
