@@ -33,6 +33,8 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from bankwatch.daemon.config_base import Name, PositiveFloat
 from bankwatch.daemon.config_base import Strict as _Strict
+from bankwatch.daemon.config_base import raw_array as _array
+from bankwatch.daemon.config_base import raw_table as _table
 from bankwatch.daemon.detect_config import DetectConfig
 from bankwatch.daemon.modbus_maps import ModbusMapConfig
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig
@@ -396,14 +398,6 @@ def _with_line(problem: str, key: str | None, text: str) -> str:
     if len(hits) == 1:
         return f"line {hits[0]}: {problem}"
     return problem
-
-
-def _table(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _array(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 # A problem found across sections, and the key to find its line by (None: no line).

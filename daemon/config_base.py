@@ -7,11 +7,11 @@ detectors, `scenario_config` beside the scenario runner); `config` composes them
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Name", "NonNegFloat", "PositiveFloat", "Strict"]
+__all__ = ["Name", "NonNegFloat", "PositiveFloat", "Strict", "raw_array", "raw_table"]
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -23,3 +23,15 @@ class Strict(BaseModel):
     ignored setting."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# The checks across sections work on the raw TOML data, before (or despite) the schema check:
+# a value of the wrong type reads as empty, and the schema check reports it.
+
+
+def raw_table(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def raw_array(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

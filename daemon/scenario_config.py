@@ -5,13 +5,13 @@ scenario tests); `bankwatch run` ignores it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from bankwatch.daemon.alerts import Severity
-from bankwatch.daemon.config_base import PositiveFloat, Strict
+from bankwatch.daemon.config_base import PositiveFloat, Strict, raw_array, raw_table
 from bankwatch.daemon.detect_config import AlertKind
 
 __all__ = ["ExpectConfig", "ForbidConfig", "ScenarioConfig", "check_scenario_subjects"]
@@ -53,21 +53,21 @@ def check_scenario_subjects(data: Mapping[str, Any]) -> list[str]:
     """Every subject an expect or forbid names must be a path of the bank: what pydantic cannot
     see one model at a time. Works on the raw TOML data, defensively (the schema check reports
     what is missing or mistyped)."""
-    bank_name = _table(data.get("bank")).get("name")
-    scenario = _table(data.get("scenario"))
+    bank_name = raw_table(data.get("bank")).get("name")
+    scenario = raw_table(data.get("scenario"))
     if not isinstance(bank_name, str) or not scenario:
         return []
     paths = {bank_name}
-    for string in _array(data.get("strings")):
-        string = _table(string)
+    for string in raw_array(data.get("strings")):
+        string = raw_table(string)
         sname = string.get("name")
         paths.add(f"{bank_name}/{sname}")
-        for battery in _array(string.get("batteries")):
-            paths.add(f"{bank_name}/{sname}/{_table(battery).get('name')}")
+        for battery in raw_array(string.get("batteries")):
+            paths.add(f"{bank_name}/{sname}/{raw_table(battery).get('name')}")
     problems: list[str] = []
     for section in ("expect", "forbid"):
-        for i, entry in enumerate(_array(scenario.get(section))):
-            subject = _table(entry).get("subject")
+        for i, entry in enumerate(raw_array(scenario.get(section))):
+            subject = raw_table(entry).get("subject")
             if isinstance(subject, str) and subject not in paths:
                 problems.append(
                     f"scenario.{section}[{i}].subject: no bank, string or battery at "
@@ -75,10 +75,3 @@ def check_scenario_subjects(data: Mapping[str, Any]) -> list[str]:
                 )
     return problems
 
-
-def _table(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _array(value: object) -> Sequence[Any]:
-    return value if isinstance(value, list) else []
