@@ -86,6 +86,7 @@ CELL_NOMINAL_V: dict[str, float] = {
     "gel": 2.0,
 }
 
+
 class SourceConfig(_Strict):
     """Where a battery's (or the bank's) data comes from."""
 

@@ -45,7 +45,6 @@ AlertKind = Literal[
 ]
 
 
-
 class KindConfig(Strict):
     """What every alert kind has: it can be switched off, and its own debounce (hold this long
     before raising) and hysteresis in time (gone this long before clearing). None: the

@@ -64,6 +64,7 @@ _BACKOFF_MAX_S = 60.0
 _PUBLISH_TIMEOUT_S = 10.0
 _OFFLINE_TIMEOUT_S = 2.0
 
+
 def _version() -> str:
     try:
         return metadata.version("bankwatch")

@@ -74,4 +74,3 @@ def check_scenario_subjects(data: Mapping[str, Any]) -> list[str]:
                     f"{subject!r} (paths look like {bank_name}/STRING/BATTERY)"
                 )
     return problems
-

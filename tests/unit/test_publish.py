@@ -378,4 +378,3 @@ def test_discovery_has_one_binary_sensor_per_alert_kind_and_place() -> None:
         + ("bank-any" in k.ha_sensors)
         for k in ALERT_KINDS.values()
     )
-
