@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bankwatch.daemon.alerts import RANK, AlertEvent
-from bankwatch.daemon.config import Config, ExpectConfig, ForbidConfig, load_config
+from bankwatch.daemon.config import Config, load_config
+from bankwatch.daemon.scenario_config import ExpectConfig, ForbidConfig
 from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.simulation import bank_description
 from bankwatch.daemon.tick import Sink
