@@ -25,7 +25,12 @@ from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
 from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
-from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
+from bankwatch.daemon.supervision import (
+    SystemdSink,
+    install_stall_hook,
+    links_settled,
+    release_startup_memory,
+)
 from bankwatch.daemon.tick import RunningSink, Sink, Tick
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.clock import Clock, SystemClock
@@ -370,6 +375,17 @@ def install_stop_signals(stop: asyncio.Event, on_stop: Callable[[], object] | No
         loop.add_signal_handler(sig, handle)
 
 
+async def _release_after_start(monitor: Monitor, limit_s: float = 30.0) -> None:
+    """Once every link has had its first outcome (python-can, the sinks' clients and the codecs
+    are loaded by then), give start-up's freed heap back to the system."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not links_settled(monitor.link_statuses()) and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)  # the sinks' first connection and write
+    log.debug("start-up heap released: %d KiB", release_startup_memory())
+
+
 async def run_daemon(
     config: Config,
     *,
@@ -409,9 +425,11 @@ async def run_daemon(
         len(monitor.topology.batteries()),
         len(monitor.links) + len(monitor.serial_lines),
     )
+    trim = asyncio.create_task(_release_after_start(monitor), name="release-start-up-heap")
     try:
         await monitor.run(stop)
     finally:
+        trim.cancel()
         notifier.close()
         monitor.flush_state()
     log.info("stopped")
