@@ -8,24 +8,17 @@ the config is wrong, 3 a link or the runtime failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
 import logging
 import math
 import os
 import sys
 from collections.abc import Sequence
-from importlib import resources
+from typing import TYPE_CHECKING, TypeAlias
 
-from bankwatch.daemon.config import Config, load_config, parse_config
-from bankwatch.daemon.link_config import SerialLinkConfig
-from bankwatch.daemon.publish_config import add_publish_arguments
-from bankwatch.daemon.report import format_findings, format_tree
-from bankwatch.daemon.rules import check_bank
-from bankwatch.daemon.supervision import use_journal_format
-from bankwatch.daemon.topology import Topology
 from bankwatch.drivers.errors import BankwatchError, ConfigError, FrameError, UsageError
+
+if TYPE_CHECKING:
+    from bankwatch.daemon.config import Config
 
 __all__ = ["main"]
 
@@ -39,6 +32,10 @@ EXIT_RUNTIME = 3
 
 def demo_config() -> Config:
     """The built-in simulated bank the demo runs on."""
+    from importlib import resources
+
+    from bankwatch.daemon.config import parse_config
+
     text = resources.files("bankwatch.daemon").joinpath("demo.toml").read_text(encoding="utf-8")
     return parse_config(text, "<built-in demo bank>")
 
@@ -69,6 +66,11 @@ def _positive(text: str) -> float:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from bankwatch.daemon.config import load_config
+    from bankwatch.daemon.report import format_findings, format_tree
+    from bankwatch.daemon.rules import check_bank
+    from bankwatch.daemon.topology import Topology
+
     config = load_config(args.config)
     topo = Topology(config)
     if args.config_only:
@@ -90,6 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    import json
+
     from bankwatch.daemon.decode import decode_frames
 
     print(json.dumps(decode_frames(args.protocol, args.frames)))
@@ -97,6 +101,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bankwatch.daemon.config import load_config
     from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
     from bankwatch.daemon.service import run_daemon
 
@@ -113,6 +120,9 @@ def _speed(text: str) -> float:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bankwatch.daemon.config import load_config
     from bankwatch.daemon.demo import run_demo, run_scenario_demo
     from bankwatch.daemon.publish import apply_publish_args, build_publish_sinks
 
@@ -154,6 +164,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bankwatch.daemon.config import load_config
     from bankwatch.daemon.simulation import simulate
 
     config = load_config(args.config)
@@ -161,6 +174,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
     from bankwatch.daemon.serial_tools import parse_addresses, scan, scan_report
 
     addresses = parse_addresses(args.addresses) if args.addresses else None
@@ -184,6 +200,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_sniff(args: argparse.Namespace) -> int:
     """A serial port (or a serial link of --config) goes to the serial sniffer; a CAN link name
     or interface channel to the CAN one."""
+    import asyncio
+    import contextlib
+
+    from bankwatch.daemon.config import load_config
+    from bankwatch.daemon.link_config import SerialLinkConfig
     from bankwatch.daemon.serial_tools import is_serial_port, sniff
 
     port, baud, protocols = args.target, args.baud, args.protocol
@@ -219,10 +240,13 @@ def cmd_sniff(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
     from pathlib import Path
 
+    from bankwatch.daemon.config import load_config
     from bankwatch.daemon.replay import AlertCounter, replay
-    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink, Sink
+    from bankwatch.daemon.service import AlertLogSink, JsonAlertSink
+    from bankwatch.daemon.tick import Sink
 
     config = load_config(args.config) if args.config else None
     counter = AlertCounter()
@@ -250,15 +274,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bankwatch",
-        description="Battery-bank monitor: reads every BMS of a series, parallel or "
-        "series-parallel bank and watches the bank as a whole.",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# --- the parser: one function per subcommand -----------------------------------------------------
+# Building it imports nothing beyond argparse: `bankwatch --help` must not pay for pydantic,
+# asyncio or the links' libraries. Each command's implementation is imported when it runs.
 
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    """`run` and `demo`: the quick-start forms of the config's [mqtt] and [influxdb] sections
+    (applied by `publish.apply_publish_args`)."""
+    g = parser.add_argument_group(
+        "publishing", "quick-start forms of the config's [mqtt] and [influxdb] sections"
+    )
+    g.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish to this MQTT broker: mqtt[s]://[user[:password]@]host[:port] "
+        "(a password here shows in `ps`: prefer BANKWATCH_MQTT_PASSWORD)",
+    )
+    g.add_argument(
+        "--influx-url", metavar="URL", help="write to this InfluxDB, e.g. http://localhost:8086"
+    )
+    g.add_argument("--influx-db", metavar="NAME", help="InfluxDB 1.x database (v1 API)")
+    g.add_argument(
+        "--influx-org", metavar="NAME", help="InfluxDB org (v2 API; the token from INFLUX_TOKEN)"
+    )
+    g.add_argument("--influx-bucket", metavar="NAME", help="InfluxDB bucket (v2 API)")
+
+
+def _add_can_arguments(p: argparse.ArgumentParser) -> None:
+    """The CAN options of `bankwatch sniff` (read by `sniff_can.link_config_from_args`)."""
+    p.add_argument("--config", help="a config whose [links] names TARGET")
+    p.add_argument("--interface", help="python-can interface (default socketcan)")
+    p.add_argument("--channel", help="channel (default: TARGET)")
+    p.add_argument("--bitrate", type=int, help="bus speed (default 500000)")
+    p.add_argument("--host", help="socketcand server")
+    p.add_argument("--port", type=int, help="socketcand port")
+    p.add_argument("--json", action="store_true", help="one JSON object per frame")
+
+
+def _add_check(sub: _Subparsers) -> None:
     p = sub.add_parser("check", help="validate a config, show the bank and apply the wiring rules")
     p.add_argument("config", help="path to the bank's TOML config")
     p.add_argument(
@@ -269,13 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_check)
 
+
+def _add_run(sub: _Subparsers) -> None:
     p = sub.add_parser("run", help="run the monitor on a config (the daemon)")
     p.add_argument("config", help="path to the bank's TOML config")
     p.add_argument("--json", action="store_true", help="print alert events as JSON lines")
     p.add_argument("--view", action="store_true", help="show the live terminal view")
-    add_publish_arguments(p)
+    _add_publish_arguments(p)
     p.set_defaults(func=cmd_run)
 
+
+def _add_demo(sub: _Subparsers) -> None:
     p = sub.add_parser("demo", help="simulated bank and monitor in one process, live view")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
@@ -299,9 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="bank seconds per real second (default 1), or max: as fast as the machine allows",
     )
     p.add_argument("--json", action="store_true", help="JSON lines instead of the live view")
-    add_publish_arguments(p)
+    _add_publish_arguments(p)
     p.set_defaults(func=cmd_demo)
 
+
+def _add_simulate(sub: _Subparsers) -> None:
     p = sub.add_parser("simulate", help="serve a simulated bank on real links for `run`")
     p.add_argument("config", help="the bank's config; its [simulation] section drives physics")
     p.add_argument(
@@ -310,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, help="bank seconds per real second (default 1)")
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_sniff(sub: _Subparsers) -> None:
     p = sub.add_parser("sniff", help="live decoded view of a bus (listen-only)")
     p.add_argument(
         "target",
@@ -317,9 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or a CAN channel (can0)",
     )
     p.add_argument("--duration", type=_duration, help="stop after this long (90, 30m)")
-    from bankwatch.daemon.sniff_can import add_can_arguments
-
-    add_can_arguments(p)
+    _add_can_arguments(p)
     # serial buses
     p.add_argument(
         "--protocol",
@@ -329,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, help="serial: the bus's baud rate (default 9600)")
     p.set_defaults(func=cmd_sniff)
 
+
+def _add_replay(sub: _Subparsers) -> None:
     p = sub.add_parser("replay", help="feed a candump -l log through the monitor as if live")
     p.add_argument("file", help="a log written by `candump -l`")
     p.add_argument("--config", help="the bank's config (default: one pylontech-can battery)")
@@ -339,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--view", action="store_true", help="show the live terminal view")
     p.set_defaults(func=cmd_replay)
 
+
+def _add_decode(sub: _Subparsers) -> None:
     p = sub.add_parser("decode", help="decode frames given as hex, print one JSON reading")
     p.add_argument("protocol", help="protocol name, e.g. pylontech-can")
     p.add_argument(
@@ -349,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_decode)
 
+
+def _add_scan(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "scan", help="find the BMS on a serial port: protocols, baud rates, addresses"
     )
@@ -370,6 +438,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print what answered as JSON")
     p.set_defaults(func=cmd_scan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bankwatch",
+        description="Battery-bank monitor: reads every BMS of a series, parallel or "
+        "series-parallel bank and watches the bank as a whole.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_check(sub)
+    _add_run(sub)
+    _add_demo(sub)
+    _add_simulate(sub)
+    _add_sniff(sub)
+    _add_replay(sub)
+    _add_decode(sub)
+    _add_scan(sub)
     return parser
 
 
@@ -384,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command in ("run", "simulate", "replay") and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+
+    from bankwatch.daemon.journal import use_journal_format
 
     use_journal_format()  # under systemd: `<4>name: message`, journald keeps time and level
     try:

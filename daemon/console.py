@@ -11,26 +11,25 @@ import logging
 import textwrap
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from bankwatch.daemon.detectors import Alert, AlertEvent
-from bankwatch.daemon.report import fmt_energy
-from bankwatch.daemon.topology import BankState, BatteryState
+# The one-line status and the formatting of numbers are shared with systemd's STATUS= line, which
+# has no need of the rest of the view.
+from bankwatch.daemon.report import WIDTH, fmt_energy, status_line
+from bankwatch.daemon.report import clip as _clip
+from bankwatch.daemon.report import fmt_value as _f
+from bankwatch.daemon.tick import Tick
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.alerts import Alert
+    from bankwatch.daemon.topology import BankState, BatteryState
 
 __all__ = ["WIDTH", "ConsoleView", "fmt_duration", "render"]
 
-WIDTH = 100
 # The numbers and the state word take 48 columns; the name gets the rest.
 _MAX_LABEL = WIDTH - 48
 _CLEAR = "\x1b[H\x1b[2J"
-
-
-def _f(value: float | None, fmt: str, unit: str = "") -> str:
-    return "—" if value is None else f"{value:{fmt}}{unit}"
 
 
 def _state_word(b: BatteryState) -> str:
@@ -91,7 +90,7 @@ def _wrap(text: str, prefix: str, indent: int | None = None) -> list[str]:
 
 
 def render(
-    state: BankState, alerts: list[Alert], links: list[tuple[str, str]], clock: str
+    state: BankState, alerts: Sequence[Alert], links: Sequence[tuple[str, str]], clock: str
 ) -> list[str]:
     """The view as lines, none wider than WIDTH."""
     labels = [f"bank {state.name}"]
@@ -156,10 +155,6 @@ def _runtime(state: BankState) -> str:
     return ""
 
 
-def _clip(line: str) -> str:
-    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
-
-
 class _RecentLogs(logging.Handler):
     """Keeps the last few log records so the live view can show them instead of letting them
     tear the screen."""
@@ -205,38 +200,27 @@ class ConsoleView:
             root.removeHandler(handler)
         root.addHandler(self._logs)
 
-    def _clock(self, monitor: Monitor) -> str:
+    def _clock(self, tick: Tick) -> str:
         if self._clock_text is not None:
             return self._clock_text()
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(monitor.clock.wall()))
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(tick.wall))
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        clock = self._clock(monitor)
+    def on_tick(self, tick: Tick) -> None:
+        clock = self._clock(tick)
+        state = tick.state
         if self.live:
-            lines = render(state, monitor.tracker.sorted_active(), _links(monitor), clock)
+            links = [(s.name, s.state) for s in tick.links]
+            lines = render(state, tick.alerts, links, clock)
             if self._logs is not None and self._logs.lines:
                 lines += ["", "recent log:"] + [_clip(f"  {x}") for x in self._logs.lines]
             self.out.write(_CLEAR + "\n".join(lines) + "\n")
             self.out.flush()
             return
-        for ev in events:
+        for ev in tick.events:
             a = ev.alert
             prefix = f"[{clock}] alert {ev.event}: {a.severity} {a.kind} "
             self.out.write("\n".join(_wrap(f"{a.subject}: {a.message}", prefix, 4)) + "\n")
         if self._last_line_at is None or state.at - self._last_line_at >= self.every_s:
             self._last_line_at = state.at
-            self.out.write(_clip(f"[{clock}] {status_line(state, monitor)}") + "\n")
+            self.out.write(_clip(f"[{clock}] {status_line(state, len(tick.alerts))}") + "\n")
         self.out.flush()
-
-
-def status_line(state: BankState, monitor: Monitor) -> str:
-    live = sum(b.live for b in state.batteries())
-    return _clip(
-        f"{state.name}: {_f(state.voltage_v, '.2f', ' V')} {_f(state.current_a, '+.1f', ' A')} "
-        f"SOC {_f(state.soc_pct, '.1f', ' %')}, {live}/{len(state.batteries())} batteries live, "
-        f"{len(monitor.tracker.active)} active alert(s)"
-    )
-
-
-def _links(monitor: Monitor) -> list[tuple[str, str]]:
-    return [(s.name, s.state) for s in monitor.link_statuses()]

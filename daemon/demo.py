@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TextIO
 
 from bankwatch.daemon.config import Config
-from bankwatch.daemon.console import WIDTH, ConsoleView, status_line
-from bankwatch.daemon.detectors import AlertEvent
+from bankwatch.daemon.console import WIDTH, ConsoleView
 from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
-from bankwatch.daemon.scenario import ScenarioRun
-from bankwatch.daemon.service import JsonAlertSink, Monitor, Sink, install_stop_signals
+from bankwatch.daemon.report import status_line
+from bankwatch.daemon.scenario import ScenarioResult, ScenarioRun
+from bankwatch.daemon.service import JsonAlertSink, Monitor, install_stop_signals
 from bankwatch.daemon.simulation import bank_description
-from bankwatch.daemon.topology import BankState
+from bankwatch.daemon.tick import Sink, Tick
 from bankwatch.drivers.clock import ScaledClock
 from bankwatch.drivers.errors import UsageError
 from bankwatch.drivers.simulator.serve import SimulatorRunner
@@ -85,9 +85,9 @@ class _Counter:
         self.raised: Counter[str] = Counter()
         self.events = 0
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        self.events += len(events)
-        for ev in events:
+    def on_tick(self, tick: Tick) -> None:
+        self.events += len(tick.events)
+        for ev in tick.events:
             if ev.event == "raised":
                 self.raised[ev.alert.kind] += 1
 
@@ -151,7 +151,7 @@ async def run_demo(
     else:
         out.write("\n")
         if state is not None:
-            out.write(f"summary: {status_line(state, monitor)}\n")
+            out.write(f"summary: {status_line(state, len(monitor.tracker.active))}\n")
         raised = ", ".join(f"{k} ×{n}" for k, n in counter.raised.items()) or "none"
         out.write(
             f"summary: {summary['simulated_s']:.0f} s of bank time at {sim_speed:g}x, "
@@ -190,13 +190,12 @@ class _ScenarioJson:
         self.out = out
         self.start = start
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        for ev in events:
-            wall = monitor.clock.wall() - (monitor.clock.monotonic() - ev.at)
-            line = ev.to_json(round(wall, 3))
+    def on_tick(self, tick: Tick) -> None:
+        for ev in tick.events:
+            line = ev.to_json(round(tick.wall_at(ev.at), 3))
             line["elapsed_s"] = round(ev.at - self.start, 1)
             self.out.write(json.dumps(line) + "\n")
-        if events:
+        if tick.events:
             self.out.flush()
 
 
@@ -222,22 +221,37 @@ def run_scenario_demo(
             )
         duration_s = scenario.duration_s
     run = ScenarioRun(config)
-    start = run.clock.monotonic()
-    sinks: list[Sink] = []
+    run.monitor.sinks.extend(_scenario_sinks(run, out, json_out=json_out, speed=speed))
+    result = _run_until_signal(run, duration_s, speed)
+    summary = _scenario_summary(config, run, result, speed, name)
     if json_out:
-        sinks.append(_ScenarioJson(out, start))
+        out.write(json.dumps(summary) + "\n")
     else:
-        # At full speed a status line per simulated hour; paced, the demo's usual view.
-        view = ConsoleView(
-            out,
-            live=False if speed is None else None,
-            every_s=3600.0 if speed is None else 10.0,
-            clock_text=lambda: _sim_time(run.sim.time_of_day_s, speed),
-        )
-        view.capture_logs()
-        sinks.append(view)
-    run.monitor.sinks.extend(sinks)
+        _write_scenario_text(out, run, result)
+    out.flush()
+    return 0 if result.passed else 1
 
+
+def _scenario_sinks(
+    run: ScenarioRun, out: TextIO, *, json_out: bool, speed: float | None
+) -> list[Sink]:
+    """JSON lines of the alert events, or the console view: at full speed a status line per
+    simulated hour; paced, the demo's usual view."""
+    if json_out:
+        return [_ScenarioJson(out, run.clock.monotonic())]
+    view = ConsoleView(
+        out,
+        live=False if speed is None else None,
+        every_s=3600.0 if speed is None else 10.0,
+        clock_text=lambda: _sim_time(run.sim.time_of_day_s, speed),
+    )
+    view.capture_logs()
+    return [view]
+
+
+def _run_until_signal(run: ScenarioRun, duration_s: float, speed: float | None) -> ScenarioResult:
+    """Run for `duration_s` of bank time; SIGINT or SIGTERM ends the run early (with its
+    summary), and the previous handlers are back afterwards."""
     stopping = False
 
     def stop_now(signum: int, frame: object) -> None:
@@ -247,13 +261,19 @@ def run_scenario_demo(
     previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     pace = None if speed is None else (lambda tick_s: time.sleep(tick_s / speed))
     try:
-        result = run.run(duration_s, stop=lambda: stopping, pace=pace)
+        return run.run(duration_s, stop=lambda: stopping, pace=pace)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
+
+def _scenario_summary(
+    config: Config, run: ScenarioRun, result: ScenarioResult, speed: float | None, name: str
+) -> dict[str, object]:
+    """The run's closing JSON line: what ran, what was raised, and each expectation's verdict."""
+    scenario = config.scenario
     state = result.state
-    summary: dict[str, object] = {
+    return {
         "type": "summary",
         "bank": config.bank.name,
         "scenario": name or None,
@@ -277,34 +297,35 @@ def run_scenario_demo(
         ],
         "passed": result.passed,
     }
-    if json_out:
-        out.write(json.dumps(summary) + "\n")
-    else:
-        out.write("\n")
-        if state is not None:
-            out.write(f"summary: {status_line(state, run.monitor)}\n")
-        raised = ", ".join(f"{k} ×{n}" for k, n in result.raised().items()) or "none"
-        lines = [
-            f"summary: {result.simulated_s:.0f} s of bank time in {result.wall_s:.1f} s, "
-            f"{result.ticks} ticks, alerts raised: {raised}"
-        ]
-        for e in result.expectations:
-            x = e.expect
-            where = f" on {x.subject}" if x.subject else ""
-            when = f" at {e.at_s:.0f} s" if e.at_s is not None else ""
-            lines.append(
-                f"expect {x.kind}{where} ({x.severity} or worse) within {e.deadline_s:.0f} s: "
-                f"{e.verdict}{when}"
-            )
-        for t in result.forbidden:
-            a = t.event.alert
-            lines.append(f"must not raise: {a.severity} {a.id} at {t.elapsed_s:.0f} s")
-        for line in lines:
-            out.write("\n".join(textwrap.wrap(line, WIDTH, subsequent_indent="    ")) + "\n")
-        if scenario is not None and (scenario.expect or scenario.forbid):
-            out.write(f"scenario {'passed' if result.passed else 'FAILED'}\n")
-    out.flush()
-    return 0 if result.passed else 1
+
+
+def _write_scenario_text(out: TextIO, run: ScenarioRun, result: ScenarioResult) -> None:
+    """The closing summary for a person: the bank's status, what was raised, and each
+    expectation's verdict, wrapped to the console's width."""
+    out.write("\n")
+    if result.state is not None:
+        out.write(f"summary: {status_line(result.state, len(run.monitor.tracker.active))}\n")
+    raised = ", ".join(f"{k} ×{n}" for k, n in result.raised().items()) or "none"
+    lines = [
+        f"summary: {result.simulated_s:.0f} s of bank time in {result.wall_s:.1f} s, "
+        f"{result.ticks} ticks, alerts raised: {raised}"
+    ]
+    for e in result.expectations:
+        x = e.expect
+        where = f" on {x.subject}" if x.subject else ""
+        when = f" at {e.at_s:.0f} s" if e.at_s is not None else ""
+        lines.append(
+            f"expect {x.kind}{where} ({x.severity} or worse) within {e.deadline_s:.0f} s: "
+            f"{e.verdict}{when}"
+        )
+    for t in result.forbidden:
+        a = t.event.alert
+        lines.append(f"must not raise: {a.severity} {a.id} at {t.elapsed_s:.0f} s")
+    for line in lines:
+        out.write("\n".join(textwrap.wrap(line, WIDTH, subsequent_indent="    ")) + "\n")
+    scenario = run.config.scenario
+    if scenario is not None and (scenario.expect or scenario.forbid):
+        out.write(f"scenario {'passed' if result.passed else 'FAILED'}\n")
 
 
 def _sim_time(time_of_day_s: float, speed: float | None) -> str:

@@ -7,15 +7,16 @@ is an argument, and what a detector remembers between ticks lives in the `Detect
 `DetectContext` it is given (`history.py`), never in a global.
 
 Here: `cutoff` (a BMS opened a switch, with what preceded it and what it means for the bank),
-`link_lost`, `cell_imbalance` and `temperature`, the registry `DETECTORS` and `BankAnalyzer`,
-which folds readings, runs the suite and tracks the alerts. The detectors that compare
-batteries by the wiring are in `detectors_wiring.py`.
+`link_lost`, `cell_imbalance` and `temperature`; the table of alert kinds, `ALERT_KINDS`; and
+`BankAnalyzer`, which folds readings, runs the suite and tracks the alerts. The detectors that
+compare batteries by the wiring are in `detectors_wiring.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from bankwatch.daemon.alerts import (
     RANK,
@@ -28,7 +29,20 @@ from bankwatch.daemon.alerts import (
     level,
     merge_conditions,
 )
-from bankwatch.daemon.config import ALERT_KINDS, DetectConfig
+from bankwatch.daemon.detect_config import (
+    AlertKind,
+    CellImbalanceConfig,
+    CurrentImbalanceConfig,
+    CutoffConfig,
+    DetectConfig,
+    KindConfig,
+    LinkLostConfig,
+    PreParallelMismatchConfig,
+    SeriesCurrentMismatchConfig,
+    SocMismatchConfig,
+    TemperatureConfig,
+    VoltageInconsistencyConfig,
+)
 from bankwatch.daemon.detectors_wiring import (
     detect_current_imbalance,
     detect_pre_parallel_mismatch,
@@ -46,16 +60,20 @@ from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topo
 from bankwatch.drivers.model import Reading, flag_names
 
 __all__ = [
-    "DETECTORS",
+    "ALERT_KINDS",
     "Alert",
     "AlertEvent",
+    "AlertKindInfo",
     "AlertTracker",
     "BankAnalyzer",
     "Condition",
     "DetectContext",
     "Detector",
     "DetectorMemory",
+    "HaSensor",
     "Severity",
+    "SubjectLevel",
+    "check_kind_schemas",
     "detect_cell_imbalance",
     "detect_current_imbalance",
     "detect_cutoff",
@@ -477,19 +495,140 @@ def _link_lost(state: BankState, now: float, ctx: DetectContext) -> list[Conditi
     return detect_link_lost(state, now, ctx.started_at)
 
 
-# Every alert kind, and the function that looks for it.
-DETECTORS: Mapping[str, Detector] = {
-    "cutoff": detect_cutoff,
-    "link_lost": _link_lost,
-    "soc_mismatch": detect_soc_mismatch,
-    "current_imbalance": detect_current_imbalance,
-    "series_current_mismatch": detect_series_current_mismatch,
-    "voltage_inconsistency": detect_voltage_inconsistency,
-    "cell_imbalance": detect_cell_imbalance,
-    "temperature": detect_temperature,
-    "pre_parallel_mismatch": detect_pre_parallel_mismatch,
+# What an alert is about: a battery (bank/string/battery), a string (bank/string) or the bank.
+SubjectLevel = Literal["battery", "string", "bank"]
+# Where Home Assistant gets a binary sensor for a kind: "battery" on each battery's device
+# (alerts about that battery), "bank" on the bank's device (alerts about the bank itself, e.g.
+# its master's cutoff), "bank-any" on the bank's device for an alert of that kind anywhere in
+# the bank (strings have no device of their own).
+HaSensor = Literal["battery", "bank", "bank-any"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertKindInfo:
+    """One alert kind: everything config, the detector suite and MQTT discovery know of it."""
+
+    name: str
+    # Its [detect.NAME] table (DetectConfig's field of that name has this type).
+    schema: type[KindConfig]
+    # The function that looks for it.
+    detector: Detector
+    # The levels its alerts' subjects are at, and the severities it raises.
+    subjects: frozenset[SubjectLevel]
+    severities: frozenset[Severity]
+    # Its Home Assistant binary sensors: their name, device class and the devices they are on.
+    ha_name: str
+    ha_sensors: tuple[HaSensor, ...]
+    ha_device_class: str = "problem"
+
+
+# Every alert kind, in the order the suite runs them and Home Assistant lists them. A new kind
+# is one row here, its schema in detect_config.py (a field of DetectConfig) and its detector.
+ALERT_KINDS: Mapping[str, AlertKindInfo] = {
+    k.name: k
+    for k in (
+        AlertKindInfo(
+            name="cutoff",
+            schema=CutoffConfig,
+            detector=detect_cutoff,
+            subjects=frozenset({"battery", "bank"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="BMS cutoff",
+            ha_sensors=("battery", "bank"),
+        ),
+        AlertKindInfo(
+            name="link_lost",
+            schema=LinkLostConfig,
+            detector=_link_lost,
+            subjects=frozenset({"battery"}),
+            severities=frozenset({"warning"}),
+            ha_name="Link lost",
+            ha_sensors=("battery",),
+        ),
+        AlertKindInfo(
+            name="soc_mismatch",
+            schema=SocMismatchConfig,
+            detector=detect_soc_mismatch,
+            subjects=frozenset({"battery", "string"}),
+            severities=frozenset({"info", "warning", "critical"}),
+            ha_name="SOC mismatch",
+            ha_sensors=("battery", "bank-any"),
+        ),
+        AlertKindInfo(
+            name="current_imbalance",
+            schema=CurrentImbalanceConfig,
+            detector=detect_current_imbalance,
+            subjects=frozenset({"string"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="Current imbalance",
+            ha_sensors=("bank-any",),
+        ),
+        AlertKindInfo(
+            name="series_current_mismatch",
+            schema=SeriesCurrentMismatchConfig,
+            detector=detect_series_current_mismatch,
+            subjects=frozenset({"battery", "string"}),
+            severities=frozenset({"warning"}),
+            ha_name="Series current mismatch",
+            ha_sensors=("battery", "bank-any"),
+        ),
+        AlertKindInfo(
+            name="voltage_inconsistency",
+            schema=VoltageInconsistencyConfig,
+            detector=detect_voltage_inconsistency,
+            subjects=frozenset({"battery", "string", "bank"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="Voltage inconsistency",
+            ha_sensors=("battery", "bank-any"),
+        ),
+        AlertKindInfo(
+            name="cell_imbalance",
+            schema=CellImbalanceConfig,
+            detector=detect_cell_imbalance,
+            subjects=frozenset({"battery"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="Cell imbalance",
+            ha_sensors=("battery",),
+        ),
+        AlertKindInfo(
+            name="temperature",
+            schema=TemperatureConfig,
+            detector=detect_temperature,
+            subjects=frozenset({"battery"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="Temperature",
+            ha_sensors=("battery",),
+        ),
+        AlertKindInfo(
+            name="pre_parallel_mismatch",
+            schema=PreParallelMismatchConfig,
+            detector=detect_pre_parallel_mismatch,
+            subjects=frozenset({"string"}),
+            severities=frozenset({"warning", "critical"}),
+            ha_name="Pre-parallel mismatch",
+            ha_sensors=("bank-any",),
+        ),
+    )
 }
-assert tuple(DETECTORS) == ALERT_KINDS, "every alert kind has its detector"
+
+
+def check_kind_schemas(kinds: Mapping[str, AlertKindInfo]) -> None:
+    """DetectConfig's fields and the AlertKind type spell the kinds out for mypy; they must be
+    the table's, or a kind would be configurable but never run (or run with no settings).
+    Raises TypeError when they differ; run on ALERT_KINDS at import."""
+    fields = {
+        name: f.annotation
+        for name, f in DetectConfig.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, KindConfig)
+    }
+    table = {k.name: k.schema for k in kinds.values()}
+    if fields != table:
+        raise TypeError(f"DetectConfig's kind tables {fields} are not the alert kinds' {table}")
+    if get_args(AlertKind) != tuple(kinds):
+        raise TypeError(f"AlertKind {get_args(AlertKind)} is not the alert kinds {tuple(kinds)}")
+
+
+check_kind_schemas(ALERT_KINDS)
 
 
 def run_detectors(state: BankState, now: float, ctx: DetectContext) -> list[Condition]:
@@ -497,9 +636,9 @@ def run_detectors(state: BankState, now: float, ctx: DetectContext) -> list[Cond
     condition per alert key."""
     ctx.memory.observe(state, ctx.config)
     conditions: list[Condition] = []
-    for kind, detector in DETECTORS.items():
-        if ctx.config.kind(kind).enabled:
-            conditions.extend(detector(state, now, ctx))
+    for kind in ALERT_KINDS.values():
+        if ctx.config.kind(kind.name).enabled:
+            conditions.extend(kind.detector(state, now, ctx))
     return merge_conditions(conditions)
 
 

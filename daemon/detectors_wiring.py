@@ -20,6 +20,7 @@ compared as if live.
 from __future__ import annotations
 
 from bankwatch.daemon.alerts import Condition, Severity, level
+from bankwatch.daemon.detect_config import CurrentImbalanceConfig, VoltageInconsistencyConfig
 from bankwatch.daemon.history import DetectContext, group_refs, median
 from bankwatch.daemon.topology import BankState, BatteryState, StringState
 
@@ -193,16 +194,8 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
     known = [s for s in state.strings if s.current_a is not None and s.live > 0]
     if len(known) != len(state.strings):
         return held  # a branch unknown: shares cannot be computed
-    total_all = sum(s.current_a or 0.0 for s in known)
-    charging = total_all > 0
-    links = ctx.memory.links
-    # An open branch (apart from the bank, its BMS switches closed) carries nothing; the
-    # others' shares are judged among themselves.
-    open_branches = [
-        s
-        for s in known
-        if s.path in links and links[s.path].apart and _allows(s, True) and _allows(s, False)
-    ]
+    charging = sum(s.current_a or 0.0 for s in known) > 0
+    open_branches = _open_branches(known, ctx)
     eligible = [s for s in known if _allows(s, charging) and s not in open_branches]
     if len(eligible) < 2 and not open_branches:
         return held
@@ -210,8 +203,35 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
     cap = sum(s.node.capacity_ah for s in eligible)
     if abs(total) < max(cfg.min_current_a, cfg.min_c_rate * cap):
         return held
-    out: list[Condition] = []
     direction = "charge" if charging else "load"
+    out = _open_branch_alerts(open_branches, total, direction, len(known), cfg)
+    if len(eligible) < 2 or not _in_soc_window(eligible, cfg):
+        # Sharing cannot be judged now: the share alerts already raised are held.
+        out += [c for c in held if c.gist != "open"]
+        return _remember(ctx, out)
+    out += _share_alerts(eligible, total, cap, direction, held, cfg, ctx)
+    return _remember(ctx, out)
+
+
+def _open_branches(known: list[StringState], ctx: DetectContext) -> list[StringState]:
+    """Branches apart from the bank with their BMS switches closed: open in the wiring. They
+    carry nothing; the others' shares are judged among themselves."""
+    links = ctx.memory.links
+    return [
+        s
+        for s in known
+        if s.path in links and links[s.path].apart and _allows(s, True) and _allows(s, False)
+    ]
+
+
+def _open_branch_alerts(
+    open_branches: list[StringState],
+    total: float,
+    direction: str,
+    branches: int,
+    cfg: CurrentImbalanceConfig,
+) -> list[Condition]:
+    out: list[Condition] = []
     for s in open_branches:
         i_k = s.current_a or 0.0
         if abs(i_k) >= cfg.open_branch_a:
@@ -225,18 +245,35 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
             "current_a": i_k,
             "bank_current_a": round(total, 1),
             "voltage_v": s.voltage_v,
-            "branches": len(known),
+            "branches": branches,
         }
         out.append(Condition("current_imbalance", s.path, "critical", message, evidence, "open"))
-    in_window = all(
+    return out
+
+
+def _in_soc_window(eligible: list[StringState], cfg: CurrentImbalanceConfig) -> bool:
+    """Every battery of the branches sits between the knees of the SOC curve (unknown SOCs
+    do not count against it)."""
+    return all(
         soc is None or cfg.min_soc_pct <= soc <= cfg.max_soc_pct
         for s in eligible
         for soc in (_live_soc(b) for b in s.batteries)
     )
-    if len(eligible) < 2 or not in_window:
-        # Sharing cannot be judged now: the share alerts already raised are held.
-        out += [c for c in held if c.gist != "open"]
-        return _remember(ctx, out)
+
+
+def _share_alerts(
+    eligible: list[StringState],
+    total: float,
+    cap: float,
+    direction: str,
+    held: list[Condition],
+    cfg: CurrentImbalanceConfig,
+    ctx: DetectContext,
+) -> list[Condition]:
+    """Each branch's share of `total` against its share `cap` of the capacity. A branch whose
+    SOC is far from the others' is not judged (the SOC gap explains its share): what was
+    raised for it is held."""
+    out: list[Condition] = []
     pair = len(eligible) == 2
     gaps = group_refs([s.soc_pct or 0.0 for s in eligible])
     for s, soc_ref in zip(eligible, gaps, strict=True):
@@ -246,18 +283,10 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
         i_k = s.current_a or 0.0
         expected = s.node.capacity_ah / cap
         share = i_k / total
-        key = f"current_imbalance:{s.path}"
-        latched = ctx.latched.get(key)
-        evidence = {
-            "current_a": i_k,
-            "bank_current_a": round(total, 1),
-            "share_pct": round(100 * share, 1),
-            "expected_share_pct": round(100 * expected, 1),
-            "branches": len(eligible),
-        }
         error_pct = (share / expected - 1.0) * 100.0
         if pair and error_pct > 0:
             continue  # in a pair the branch carrying too little is the one to look at
+        latched = ctx.latched.get(f"current_imbalance:{s.path}")
         threshold = cfg.share_error_pct - (cfg.hysteresis_pct if latched else 0.0)
         if abs(error_pct) < threshold:
             continue
@@ -275,8 +304,15 @@ def detect_current_imbalance(state: BankState, now: float, ctx: DetectContext) -
             f"{direction} ({i_k:+.1f} of {total:+.1f} A) where its capacity share is "
             f"{100 * expected:.0f} %; {why}"
         )
+        evidence: dict[str, float | int | str | bool | list[str] | None] = {
+            "current_a": i_k,
+            "bank_current_a": round(total, 1),
+            "share_pct": round(100 * share, 1),
+            "expected_share_pct": round(100 * expected, 1),
+            "branches": len(eligible),
+        }
         out.append(Condition("current_imbalance", s.path, "warning", message, evidence, side))
-    return _remember(ctx, out)
+    return out
 
 
 def _remember(ctx: DetectContext, out: list[Condition]) -> list[Condition]:
@@ -374,8 +410,12 @@ def detect_series_current_mismatch(
 
 
 def _tolerance(tol_a: float, tol_pct: float, ref_a: float, key: str, ctx: DetectContext) -> float:
-    tol = max(tol_a, abs(ref_a) * tol_pct / 100.0)
-    # Hysteresis: once on, it stays on until the difference is well inside the tolerance.
+    return _latched_tolerance(max(tol_a, abs(ref_a) * tol_pct / 100.0), key, ctx)
+
+
+def _latched_tolerance(tol: float, key: str, ctx: DetectContext) -> float:
+    """Hysteresis for a difference against a tolerance: once the alert `key` is on (or
+    pending), it stays on until the difference is well inside the tolerance (80 % of it)."""
     return tol * 0.8 if key in ctx.latched else tol
 
 
@@ -395,39 +435,10 @@ def detect_voltage_inconsistency(
     - the bank meter's current against the sum of the branch currents.
     """
     cfg = ctx.config.voltage_inconsistency
-    out: list[Condition] = []
-    bank_chem = state.strings[0].batteries[0].node.model.chemistry
-
-    for b in state.batteries():
-        r = b.reading
-        if not b.live or r is None or r.pack_voltage_v is None:
-            continue
-        cells = b.node.cells
-        lo, hi = CELL_VOLTAGE_RANGE[b.node.model.chemistry]
-        if not lo * cells <= r.pack_voltage_v <= hi * cells:
-            m = b.node.model
-            out.append(
-                Condition(
-                    "voltage_inconsistency",
-                    b.path,
-                    "warning",
-                    f"{b.name}: reports {r.pack_voltage_v:.2f} V, which no "
-                    f"{m.nominal_voltage_v:g} V {m.chemistry} battery ({cells} cells: "
-                    f"{lo * cells:.1f}-{hi * cells:.1f} V) can show: the battery is not the "
-                    f"model the config says, or its BMS measures wrong",
-                    {
-                        "pack_voltage_v": r.pack_voltage_v,
-                        "cells": cells,
-                        "min_v": round(lo * cells, 2),
-                        "max_v": round(hi * cells, 2),
-                    },
-                    "battery voltage vs model",
-                )
-            )
-
     meter = state.bank_reading
     meter_v = None if meter is None else meter.pack_voltage_v
     links = ctx.memory.links
+    # The strings on the bus now: a string apart or with a switch open sits at its own voltage.
     connected = [
         s
         for s in state.strings
@@ -436,74 +447,132 @@ def detect_voltage_inconsistency(
         and _allows(s, False)
         and not (s.path in links and links[s.path].apart)
     ]
-    bank_v = meter_v if meter_v is not None else median([s.voltage_v for s in connected])
-    if bank_v is not None and connected:
-        cells = max(s.node.cells for s in state.strings)
-        lo, hi = CELL_VOLTAGE_RANGE[bank_chem]
-        if not lo * cells <= bank_v <= hi * cells:
-            source = "the bank meter reads" if meter_v is not None else "the strings sit at"
-            out.append(
-                Condition(
-                    "voltage_inconsistency",
-                    state.name,
-                    "critical",
-                    f"bank {state.name}: {source} {bank_v:.2f} V, which does not fit the "
-                    f"configured {len(state.strings[0].batteries)} in series ({cells} "
-                    f"{bank_chem} cells: {lo * cells:.1f}-{hi * cells:.1f} V): the bank is "
-                    f"wired with another series count than the config says",
-                    {
-                        "bank_voltage_v": round(bank_v, 3),
-                        "cells_in_series": cells,
-                        "min_v": round(lo * cells, 2),
-                        "max_v": round(hi * cells, 2),
-                    },
-                    "series count",
-                )
-            )
-
+    out = _batteries_vs_model(state)
+    out += _bank_vs_series_count(state, meter_v, connected)
     if meter_v is None and len(connected) == 2:
-        # Two strings and no meter: nobody can tell which one measures wrong; the bank is the
-        # subject and both are named.
-        s1, s2 = connected
-        assert s1.voltage_v is not None and s2.voltage_v is not None
-        key = f"voltage_inconsistency:{state.name}"
-        nominal = min(s1.node.nominal_voltage_v, s2.node.nominal_voltage_v)
-        tol = cfg.parallel_tolerance_pct / 100.0 * nominal
-        if key in ctx.latched:
-            tol *= 0.8
-        diff = s2.voltage_v - s1.voltage_v
-        if abs(diff) >= tol:
-            out.append(
-                Condition(
-                    "voltage_inconsistency",
-                    state.name,
-                    "warning",
-                    f"bank {state.name}: string {s1.name} adds up to {s1.voltage_v:.2f} V and "
-                    f"string {s2.name} to {s2.voltage_v:.2f} V ({diff:+.2f} V), though strings "
-                    f"in parallel share one voltage: a BMS measures wrong or a connection in "
-                    f"one of them is bad",
-                    {
-                        f"string_{s1.name}_voltage_v": round(s1.voltage_v, 3),
-                        f"string_{s2.name}_voltage_v": round(s2.voltage_v, 3),
-                        "difference_v": round(diff, 3),
-                        "tolerance_v": round(tol, 3),
-                    },
-                    "strings differ",
-                )
+        out += _string_pair(state, connected[0], connected[1], cfg.parallel_tolerance_pct, ctx)
+    out += _strings_vs_reference(connected, meter_v, cfg.parallel_tolerance_pct, ctx)
+    if meter is not None and meter.current_a is not None:
+        out += _bank_current_vs_branches(state, meter.current_a, cfg, ctx)
+    return out
+
+
+def _batteries_vs_model(state: BankState) -> list[Condition]:
+    """A live battery whose pack voltage no battery of its model's cell count can show."""
+    out: list[Condition] = []
+    for b in state.batteries():
+        r = b.reading
+        if not b.live or r is None or r.pack_voltage_v is None:
+            continue
+        cells = b.node.cells
+        lo, hi = CELL_VOLTAGE_RANGE[b.node.model.chemistry]
+        if lo * cells <= r.pack_voltage_v <= hi * cells:
+            continue
+        m = b.node.model
+        out.append(
+            Condition(
+                "voltage_inconsistency",
+                b.path,
+                "warning",
+                f"{b.name}: reports {r.pack_voltage_v:.2f} V, which no "
+                f"{m.nominal_voltage_v:g} V {m.chemistry} battery ({cells} cells: "
+                f"{lo * cells:.1f}-{hi * cells:.1f} V) can show: the battery is not the "
+                f"model the config says, or its BMS measures wrong",
+                {
+                    "pack_voltage_v": r.pack_voltage_v,
+                    "cells": cells,
+                    "min_v": round(lo * cells, 2),
+                    "max_v": round(hi * cells, 2),
+                },
+                "battery voltage vs model",
             )
-    group_v = median([s.voltage_v for s in connected])
+        )
+    return out
+
+
+def _bank_vs_series_count(
+    state: BankState, meter_v: float | None, connected: list[StringState]
+) -> list[Condition]:
+    """The bank's voltage (the meter's, else the connected strings' median) against what the
+    configured series count of cells can show."""
+    bank_v = meter_v if meter_v is not None else median([s.voltage_v for s in connected])
+    if bank_v is None or not connected:
+        return []
+    bank_chem = state.strings[0].batteries[0].node.model.chemistry
+    cells = max(s.node.cells for s in state.strings)
+    lo, hi = CELL_VOLTAGE_RANGE[bank_chem]
+    if lo * cells <= bank_v <= hi * cells:
+        return []
+    source = "the bank meter reads" if meter_v is not None else "the strings sit at"
+    return [
+        Condition(
+            "voltage_inconsistency",
+            state.name,
+            "critical",
+            f"bank {state.name}: {source} {bank_v:.2f} V, which does not fit the "
+            f"configured {len(state.strings[0].batteries)} in series ({cells} "
+            f"{bank_chem} cells: {lo * cells:.1f}-{hi * cells:.1f} V): the bank is "
+            f"wired with another series count than the config says",
+            {
+                "bank_voltage_v": round(bank_v, 3),
+                "cells_in_series": cells,
+                "min_v": round(lo * cells, 2),
+                "max_v": round(hi * cells, 2),
+            },
+            "series count",
+        )
+    ]
+
+
+def _string_pair(
+    state: BankState, s1: StringState, s2: StringState, tol_pct: float, ctx: DetectContext
+) -> list[Condition]:
+    """Two strings and no meter: nobody can tell which one measures wrong; the bank is the
+    subject and both are named."""
+    assert s1.voltage_v is not None and s2.voltage_v is not None
+    nominal = min(s1.node.nominal_voltage_v, s2.node.nominal_voltage_v)
+    key = f"voltage_inconsistency:{state.name}"
+    tol = _latched_tolerance(tol_pct / 100.0 * nominal, key, ctx)
+    diff = s2.voltage_v - s1.voltage_v
+    if abs(diff) < tol:
+        return []
+    return [
+        Condition(
+            "voltage_inconsistency",
+            state.name,
+            "warning",
+            f"bank {state.name}: string {s1.name} adds up to {s1.voltage_v:.2f} V and "
+            f"string {s2.name} to {s2.voltage_v:.2f} V ({diff:+.2f} V), though strings "
+            f"in parallel share one voltage: a BMS measures wrong or a connection in "
+            f"one of them is bad",
+            {
+                f"string_{s1.name}_voltage_v": round(s1.voltage_v, 3),
+                f"string_{s2.name}_voltage_v": round(s2.voltage_v, 3),
+                "difference_v": round(diff, 3),
+                "tolerance_v": round(tol, 3),
+            },
+            "strings differ",
+        )
+    ]
+
+
+def _strings_vs_reference(
+    connected: list[StringState], meter_v: float | None, tol_pct: float, ctx: DetectContext
+) -> list[Condition]:
+    """Each connected string against the bank meter, or, without one and with three strings or
+    more, against the strings' median (a pair is judged by `_string_pair`)."""
+    if meter_v is not None:
+        ref, against = meter_v, "the bank meter"
+    else:
+        group_v = median([s.voltage_v for s in connected])
+        if len(connected) < 3 or group_v is None:
+            return []
+        ref, against = group_v, "the other strings in parallel"
+    out: list[Condition] = []
     for s in connected:
-        if meter_v is not None:
-            ref, against = meter_v, "the bank meter"
-        else:
-            if len(connected) < 3 or group_v is None:
-                continue  # a pair is judged above
-            ref, against = group_v, "the other strings in parallel"
         assert s.voltage_v is not None
         key = f"voltage_inconsistency:{s.path}"
-        tol = cfg.parallel_tolerance_pct / 100.0 * s.node.nominal_voltage_v
-        if key in ctx.latched:
-            tol *= 0.8
+        tol = _latched_tolerance(tol_pct / 100.0 * s.node.nominal_voltage_v, key, ctx)
         diff = s.voltage_v - ref
         if abs(diff) < tol:
             continue
@@ -524,39 +593,45 @@ def detect_voltage_inconsistency(
                 f"string vs {against}",
             )
         )
-
-    if meter is not None and meter.current_a is not None:
-        currents = [s.current_a for s in state.strings]
-        if None not in currents and all(s.complete for s in state.strings):
-            branches = sum(c or 0.0 for c in currents)
-            key = f"voltage_inconsistency:{state.name}"
-            tol = max(
-                cfg.current_tolerance_a,
-                cfg.current_tolerance_pct / 100.0 * max(abs(meter.current_a), abs(branches)),
-            )
-            if key in ctx.latched:
-                tol *= 0.8
-            diff = meter.current_a - branches
-            if abs(diff) >= tol:
-                out.append(
-                    Condition(
-                        "voltage_inconsistency",
-                        state.name,
-                        "warning",
-                        f"bank {state.name}: the bank meter reads {meter.current_a:+.1f} A but "
-                        f"the branches add up to {branches:+.1f} A ({diff:+.1f} A unaccounted): "
-                        f"a load or charger wired to one battery instead of the busbar, a "
-                        f"branch nobody monitors, or a meter that measures wrong",
-                        {
-                            "bank_current_a": meter.current_a,
-                            "branch_current_sum_a": round(branches, 2),
-                            "difference_a": round(diff, 2),
-                            "tolerance_a": round(tol, 2),
-                        },
-                        "bank current vs branches",
-                    )
-                )
     return out
+
+
+def _bank_current_vs_branches(
+    state: BankState, meter_a: float, cfg: VoltageInconsistencyConfig, ctx: DetectContext
+) -> list[Condition]:
+    """The bank meter's current against the sum of the branch currents, when every battery of
+    every string is heard."""
+    currents = [s.current_a for s in state.strings]
+    if None in currents or not all(s.complete for s in state.strings):
+        return []
+    branches = sum(c or 0.0 for c in currents)
+    key = f"voltage_inconsistency:{state.name}"
+    tol = max(
+        cfg.current_tolerance_a,
+        cfg.current_tolerance_pct / 100.0 * max(abs(meter_a), abs(branches)),
+    )
+    tol = _latched_tolerance(tol, key, ctx)
+    diff = meter_a - branches
+    if abs(diff) < tol:
+        return []
+    return [
+        Condition(
+            "voltage_inconsistency",
+            state.name,
+            "warning",
+            f"bank {state.name}: the bank meter reads {meter_a:+.1f} A but "
+            f"the branches add up to {branches:+.1f} A ({diff:+.1f} A unaccounted): "
+            f"a load or charger wired to one battery instead of the busbar, a "
+            f"branch nobody monitors, or a meter that measures wrong",
+            {
+                "bank_current_a": meter_a,
+                "branch_current_sum_a": round(branches, 2),
+                "difference_a": round(diff, 2),
+                "tolerance_a": round(tol, 2),
+            },
+            "bank current vs branches",
+        )
+    ]
 
 
 # --- pre_parallel_mismatch ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bankwatch.daemon.alerts import Condition, Severity
-from bankwatch.daemon.config import DetectConfig
+from bankwatch.daemon.detect_config import DetectConfig
 from bankwatch.daemon.topology import BankState, StringState
 
 __all__ = [

@@ -33,8 +33,10 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import http.client
 import json
 import logging
+import ssl
 import time
 import urllib.parse
 from collections import deque
@@ -43,14 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import urllib3
-from influxdb_client import InfluxDBClient, Point, WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
-
 from bankwatch.daemon.alert_state import default_state_dir
 from bankwatch.daemon.credentials import Secret
-from bankwatch.daemon.detectors import Alert, AlertEvent
+from bankwatch.daemon.line_protocol import Point
 from bankwatch.daemon.publish_config import InfluxConfig
 from bankwatch.daemon.spool import Spool
 from bankwatch.daemon.topology import BankState, Topology
@@ -58,7 +55,8 @@ from bankwatch.drivers.backoff import Backoff
 from bankwatch.drivers.model import Reading, flag_names
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.alerts import Alert, AlertEvent
+    from bankwatch.daemon.tick import Tick
 
 __all__ = [
     "InfluxSink",
@@ -152,7 +150,7 @@ def state_points(
         for k, v in fields.items():
             if v is not None:
                 p.field(k, v)
-        points.append(p.time(t, WritePrecision.US))
+        points.append(p.time(t))
 
     point(
         Measurement.BANK,
@@ -242,7 +240,7 @@ def alert_points(bank: str, events: Sequence[AlertEvent], to_wall: float) -> lis
         p.tag("kind", a.kind).tag("severity", a.severity).tag("event", ev.event)
         p.field("message", a.message).field("id", a.id)
         p.field("active", 0 if ev.event == "cleared" else 1)
-        points.append(p.time(_us(ev.at + to_wall), WritePrecision.US))
+        points.append(p.time(_us(ev.at + to_wall)))
     return points
 
 
@@ -318,28 +316,68 @@ class V1Writer:
             pw = password.reveal() if password is not None else ""
             cred = base64.b64encode(f"{username}:{pw}".encode()).decode()
             self._headers["Authorization"] = f"Basic {cred}"
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-            retries=False,
-            ca_certs=ca_file,
-        )
+        # The standard library's HTTP client: one POST at a time from the writer thread needs
+        # no connection pool (and urllib3 would cost the daemon its memory for nothing).
+        parts = urllib.parse.urlsplit(url)
+        self._path = f"{parts.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port
+        self._timeout_s = timeout_s
+        self._tls = ssl.create_default_context(cafile=ca_file) if parts.scheme == "https" else None
+        self._conn: http.client.HTTPConnection | None = None
+        self._used = False
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._tls is not None:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout_s, context=self._tls
+                )
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout_s
+                )
+            self._used = False
+        return self._conn
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        conn = self._connection()
+        conn.request("POST", self._path, body=body, headers=self._headers)
+        r = conn.getresponse()
+        data = r.read()
+        self._used = True
+        if r.will_close:
+            self.close()
+        return r.status, data
 
     def write(self, lines: list[str]) -> None:
         body = ("\n".join(lines) + "\n").encode()
         try:
-            r = self._http.request("POST", self._url, body=body, headers=self._headers)
-        except urllib3.exceptions.HTTPError as exc:
+            try:
+                status, data = self._post(body)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed while we were idle: once more on a
+                # new one. A fresh connection that fails is a real failure.
+                if not self._used:
+                    raise
+                self.close()
+                status, data = self._post(body)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
             raise WriteError(_transport_message(exc), retry=True) from None
-        if r.status == 204 or r.status == 200:
+        if status == 204 or status == 200:
             return
-        raise _classify(r.status, _server_message(r.data), "v1")
+        raise _classify(status, _server_message(data), "v1")
 
     def close(self) -> None:
-        self._http.clear()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class V2Writer:
-    """InfluxDB 2.x, 3.x and 1.8+: influxdb-client's synchronous write API (/api/v2/write)."""
+    """InfluxDB 2.x, 3.x and 1.8+: influxdb-client's synchronous write API (/api/v2/write).
+    The client library is imported here, by the v2 writer alone: the v1 API does without it."""
 
     def __init__(
         self,
@@ -351,6 +389,14 @@ class V2Writer:
         timeout_s: float = 10.0,
         ca_file: str | None = None,
     ) -> None:
+        import urllib3
+        from influxdb_client import InfluxDBClient, WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.rest import ApiException
+
+        self._transport_errors = (urllib3.exceptions.HTTPError, OSError)
+        self._api_exception = ApiException
+        self._precision = WritePrecision.US
         self.where = f"{url} org {org} bucket {bucket}"
         self._org = org
         self._bucket = bucket
@@ -366,12 +412,14 @@ class V2Writer:
     def write(self, lines: list[str]) -> None:
         try:
             self._api.write(
-                bucket=self._bucket, org=self._org, record=lines, write_precision=WritePrecision.US
+                bucket=self._bucket, org=self._org, record=lines, write_precision=self._precision
             )
-        except ApiException as exc:
-            raise _classify(int(exc.status or 0), _server_message(exc.body), "v2") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise WriteError(_transport_message(exc), retry=True) from None
+        except Exception as exc:
+            if isinstance(exc, self._api_exception):  # the server answered with an error
+                raise _classify(int(exc.status or 0), _server_message(exc.body), "v2") from None
+            if isinstance(exc, self._transport_errors):
+                raise WriteError(_transport_message(exc), retry=True) from None
+            raise
 
     def close(self) -> None:
         self._client.close()
@@ -427,7 +475,8 @@ class InfluxSink:
 
     # --- called by the monitor, on the loop: never blocks ----------------------------------------
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
+    def on_tick(self, tick: Tick) -> None:
+        state, events = tick.state, tick.events
         due = self._last_sample_at is None or state.at - self._last_sample_at >= (
             self.config.interval_s
         )
@@ -440,15 +489,7 @@ class InfluxSink:
             self.snapshots_dropped += 1
             if self.snapshots_dropped == 1:
                 log.warning("influxdb: the writer is not keeping up; dropping the oldest samples")
-        clock = monitor.clock
-        self._snapshots.append(
-            _Snapshot(
-                state if due else None,
-                tuple(monitor.tracker.sorted_active()),
-                tuple(events),
-                clock.wall() - clock.monotonic(),
-            )
-        )
+        self._snapshots.append(_Snapshot(state if due else None, tick.alerts, events, tick.to_wall))
         self.idle.clear()
         self._wake.set()
 
@@ -461,7 +502,7 @@ class InfluxSink:
                     snap.state, self.topology, snap.alerts, snap.state.at + snap.to_wall
                 )
             points += alert_points(self.topology.name, snap.events, snap.to_wall)
-            self._buffer.extend(p.to_line_protocol() for p in points)
+            self._buffer.extend(line for p in points if (line := p.to_line_protocol()))
 
     # --- the task --------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from bankwatch.daemon.schema import PositiveFloat, Strict
+from bankwatch.daemon.config_base import PositiveFloat, Strict
 from bankwatch.drivers.links.can import CanLinkSettings
 from bankwatch.drivers.links.serial import SerialLinkSettings
 

@@ -39,16 +39,15 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 
 from bankwatch.daemon.credentials import Secret
-from bankwatch.daemon.detectors import Alert, AlertEvent
+from bankwatch.daemon.detectors import ALERT_KINDS, Alert, HaSensor
 from bankwatch.daemon.publish_config import MqttConfig
-from bankwatch.daemon.topology import BankState, BatteryState, StringState, Topology
+from bankwatch.daemon.topology import BankState, BatteryNode, BatteryState, StringState, Topology
 from bankwatch.drivers.backoff import Backoff
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.service import Monitor
+    from bankwatch.daemon.tick import Tick
 
 __all__ = [
-    "ALERT_KINDS",
     "MqttSink",
     "Topics",
     "active_payload",
@@ -64,24 +63,6 @@ _BACKOFF_FIRST_S = 1.0
 _BACKOFF_MAX_S = 60.0
 _PUBLISH_TIMEOUT_S = 10.0
 _OFFLINE_TIMEOUT_S = 2.0
-
-# Alert kinds that get a Home Assistant binary sensor, and on which devices. A new detector adds
-# its kind here; until then its alerts still count in the bank's "active alerts" sensor.
-# Alert kind -> (label, where Home Assistant gets a binary sensor for it): "battery" on each
-# battery's device (alerts about that battery), "bank" on the bank's device (alerts about the
-# bank itself, e.g. its master's cutoff), "bank-any" on the bank's device for an alert of that
-# kind anywhere in the bank (string-level kinds have no device of their own).
-ALERT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cutoff": ("BMS cutoff", ("battery", "bank")),
-    "link_lost": ("Link lost", ("battery",)),
-    "soc_mismatch": ("SOC mismatch", ("battery", "bank-any")),
-    "current_imbalance": ("Current imbalance", ("bank-any",)),
-    "series_current_mismatch": ("Series current mismatch", ("battery", "bank-any")),
-    "voltage_inconsistency": ("Voltage inconsistency", ("battery", "bank-any")),
-    "cell_imbalance": ("Cell imbalance", ("battery",)),
-    "temperature": ("Temperature", ("battery",)),
-    "pre_parallel_mismatch": ("Pre-parallel mismatch", ("bank-any",)),
-}
 
 
 def _version() -> str:
@@ -328,6 +309,7 @@ def _problem(
     name: str,
     state_topic: str,
     template: str,
+    device_class: str = "problem",
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -336,7 +318,7 @@ def _problem(
         "value_template": template,
         "payload_on": "ON",
         "payload_off": "OFF",
-        "device_class": "problem",
+        "device_class": device_class,
         "availability_topic": topics.availability,
         "payload_available": "online",
         "payload_not_available": "offline",
@@ -349,114 +331,121 @@ def _kind_template(kind: str, field: str = "alerts") -> str:
     return f"{{{{ 'ON' if '{kind}' in value_json.{field} else 'OFF' }}}}"
 
 
-def discovery_messages(topology: Topology, topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+_Message = tuple[str, dict[str, Any]]
+
+# Per place a kind's binary sensor can be (see detectors.HaSensor): the suffix of its unique id
+# and the state key its template looks the kind up in.
+_HA_SENSOR_KEYS: dict[HaSensor, tuple[str, str]] = {
+    "battery": ("", "alerts"),
+    "bank": ("", "alerts"),
+    "bank-any": ("_anywhere", "alerts_anywhere"),
+}
+
+
+def discovery_messages(topology: Topology, topics: Topics) -> list[_Message]:
     """(topic, config) for every Home Assistant entity: a device for the bank (with its strings'
     sensors) and one per battery, linked to the bank's device."""
-    bank = topology.name
-    bank_id = _slug(f"bankwatch_{bank}")
-    bank_device = {
+    bank_id = _slug(f"bankwatch_{topology.name}")
+    bank_device = _bank_device(topology, bank_id)
+    out = _bank_entities(topology, topics, bank_id, bank_device)
+    for s in topology.strings:
+        out += _sensors(
+            topics,
+            bank_device,
+            _slug(f"{bank_id}_string_{s.name}"),
+            f"String {s.name} ",
+            topics.string_state(s.name),
+            _STRING_SENSORS,
+        )
+        for b in s.batteries:
+            bid = _slug(f"{bank_id}_{b.name}")
+            device = _battery_device(topology.name, bank_id, bid, b)
+            state_topic = topics.battery_state(b.name)
+            out += _sensors(topics, device, bid, "", state_topic, _BATTERY_SENSORS)
+            out += _alert_sensors(topics, device, bid, state_topic, ("battery",))
+    return out
+
+
+def _bank_device(topology: Topology, bank_id: str) -> dict[str, Any]:
+    return {
         "identifiers": [bank_id],
-        "name": f"Bank {bank}",
+        "name": f"Bank {topology.name}",
         "manufacturer": "bankwatch",
         "model": f"{topology.shape} {topology.nominal_voltage_v:g} V {topology.capacity_ah:g} Ah",
         "sw_version": _version(),
     }
-    out: list[tuple[str, dict[str, Any]]] = []
-    for key, name, dc, unit, sc in _BANK_SENSORS:
-        uid = f"{bank_id}_{key}"
-        out.append(
-            (
-                topics.discovery("sensor", uid),
-                _sensor(topics, bank_device, uid, name, topics.bank_state, key, dc, unit, sc),
-            )
-        )
+
+
+def _battery_device(bank: str, bank_id: str, bid: str, b: BatteryNode) -> dict[str, Any]:
+    return {
+        "identifiers": [bid],
+        "name": f"{bank} {b.name}",
+        "manufacturer": b.model.manufacturer or "unknown",
+        "model": f"{b.model_name} ({b.model.nominal_voltage_v:g} V "
+        f"{b.model.capacity_ah:g} Ah {b.model.chemistry})",
+        "via_device": bank_id,
+    }
+
+
+def _bank_entities(
+    topology: Topology, topics: Topics, bank_id: str, device: dict[str, Any]
+) -> list[_Message]:
+    """The bank's sensors, its count of active alerts (with the list as attributes), one
+    "Problem" for any alert, and the alert kinds' binary sensors on the bank's device."""
+    out = _sensors(topics, device, bank_id, "", topics.bank_state, _BANK_SENSORS)
     uid = f"{bank_id}_alerts_active"
     active = _sensor(
-        topics, bank_device, uid, "Active alerts", topics.alerts_active, "count", None, None, None
+        topics, device, uid, "Active alerts", topics.alerts_active, "count", None, None, None
     )
     active["json_attributes_topic"] = topics.alerts_active
     out.append((topics.discovery("sensor", uid), active))
     uid = f"{bank_id}_problem"
-    out.append(
-        (
-            topics.discovery("binary_sensor", uid),
-            _problem(
-                topics,
-                bank_device,
-                uid,
-                "Problem",
-                topics.bank_state,
-                "{{ 'ON' if value_json.alerts_active > 0 else 'OFF' }}",
-            ),
-        )
-    )
-    for kind, (label, levels) in ALERT_KINDS.items():
-        if "bank" in levels:
-            uid = f"{bank_id}_{kind}"
-            out.append(
-                (
-                    topics.discovery("binary_sensor", uid),
-                    _problem(
-                        topics, bank_device, uid, label, topics.bank_state, _kind_template(kind)
-                    ),
-                )
+    template = "{{ 'ON' if value_json.alerts_active > 0 else 'OFF' }}"
+    problem = _problem(topics, device, uid, "Problem", topics.bank_state, template)
+    out.append((topics.discovery("binary_sensor", uid), problem))
+    return out + _alert_sensors(topics, device, bank_id, topics.bank_state, ("bank", "bank-any"))
+
+
+def _sensors(
+    topics: Topics,
+    device: dict[str, Any],
+    uid_prefix: str,
+    name_prefix: str,
+    state_topic: str,
+    table: tuple[_Sensor, ...],
+) -> list[_Message]:
+    """One sensor per row of `table`, each reading its key of `state_topic`. A name prefix
+    lowers the row name's first letter ("String A state of charge")."""
+    out: list[_Message] = []
+    for key, name, dc, unit, sc in table:
+        uid = f"{uid_prefix}_{key}"
+        if name_prefix:
+            name = f"{name_prefix}{name[0].lower()}{name[1:]}"
+        cfg = _sensor(topics, device, uid, name, state_topic, key, dc, unit, sc)
+        out.append((topics.discovery("sensor", uid), cfg))
+    return out
+
+
+def _alert_sensors(
+    topics: Topics,
+    device: dict[str, Any],
+    uid_prefix: str,
+    state_topic: str,
+    places: tuple[HaSensor, ...],
+) -> list[_Message]:
+    """A binary sensor for each alert kind that has one in these places (ALERT_KINDS)."""
+    out: list[_Message] = []
+    for kind in ALERT_KINDS.values():
+        for place in places:
+            if place not in kind.ha_sensors:
+                continue
+            suffix, key = _HA_SENSOR_KEYS[place]
+            uid = f"{uid_prefix}_{kind.name}{suffix}"
+            template = _kind_template(kind.name, key)
+            cfg = _problem(
+                topics, device, uid, kind.ha_name, state_topic, template, kind.ha_device_class
             )
-        if "bank-any" in levels:
-            uid = f"{bank_id}_{kind}_anywhere"
-            template = _kind_template(kind, "alerts_anywhere")
-            out.append(
-                (
-                    topics.discovery("binary_sensor", uid),
-                    _problem(topics, bank_device, uid, label, topics.bank_state, template),
-                )
-            )
-    for s in topology.strings:
-        for key, name, dc, unit, sc in _STRING_SENSORS:
-            uid = _slug(f"{bank_id}_string_{s.name}_{key}")
-            out.append(
-                (
-                    topics.discovery("sensor", uid),
-                    _sensor(
-                        topics,
-                        bank_device,
-                        uid,
-                        f"String {s.name} {name[0].lower()}{name[1:]}",
-                        topics.string_state(s.name),
-                        key,
-                        dc,
-                        unit,
-                        sc,
-                    ),
-                )
-            )
-        for b in s.batteries:
-            bid = _slug(f"{bank_id}_{b.name}")
-            device = {
-                "identifiers": [bid],
-                "name": f"{bank} {b.name}",
-                "manufacturer": b.model.manufacturer or "unknown",
-                "model": f"{b.model_name} ({b.model.nominal_voltage_v:g} V "
-                f"{b.model.capacity_ah:g} Ah {b.model.chemistry})",
-                "via_device": bank_id,
-            }
-            state_topic = topics.battery_state(b.name)
-            for key, name, dc, unit, sc in _BATTERY_SENSORS:
-                uid = f"{bid}_{key}"
-                out.append(
-                    (
-                        topics.discovery("sensor", uid),
-                        _sensor(topics, device, uid, name, state_topic, key, dc, unit, sc),
-                    )
-                )
-            for kind, (label, levels) in ALERT_KINDS.items():
-                if "battery" in levels:
-                    uid = f"{bid}_{kind}"
-                    out.append(
-                        (
-                            topics.discovery("binary_sensor", uid),
-                            _problem(topics, device, uid, label, state_topic, _kind_template(kind)),
-                        )
-                    )
+            out.append((topics.discovery("binary_sensor", uid), cfg))
     return out
 
 
@@ -502,9 +491,9 @@ class MqttSink:
 
     # --- called by the monitor, on the loop: never blocks ----------------------------------------
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        clock = monitor.clock
-        to_wall = clock.wall() - clock.monotonic()
+    def on_tick(self, tick: Tick) -> None:
+        state, events = tick.state, tick.events
+        to_wall = tick.to_wall
         for ev in events:
             if len(self._events) >= self.config.alert_queue:
                 self._events.popleft()
@@ -524,7 +513,7 @@ class MqttSink:
         )
         if due:
             self._last_state_at = state.at
-            alerts = monitor.tracker.sorted_active()
+            alerts = list(tick.alerts)
             self._states = self._state_messages(state, alerts, state.at + to_wall, to_wall)
             self._active = _json(active_payload(alerts, to_wall))
             self._state_due = True

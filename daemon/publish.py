@@ -1,8 +1,7 @@
 """Publishing sinks from the config and the command line: MQTT and InfluxDB.
 
-`publish_config.add_publish_arguments` gives `run` and `demo` the quick-start flags,
-`apply_publish_args` turns
-them into the config's `[mqtt]` and `[influxdb]` sections (validated like the file), and
+`cli` gives `run` and `demo` the quick-start flags, `apply_publish_args` turns them into the
+config's `[mqtt]` and `[influxdb]` sections (validated like the file), and
 `build_publish_sinks` makes the sinks, reading secrets and checking files once, at start.
 """
 
@@ -21,7 +20,7 @@ from bankwatch.daemon.credentials import Secret, find_secret
 from bankwatch.daemon.influx import InfluxSink, V1Writer, V2Writer, Writer, default_spool_dir
 from bankwatch.daemon.mqtt import MqttSink
 from bankwatch.daemon.publish_config import InfluxConfig, MqttConfig, parse_mqtt_url
-from bankwatch.daemon.service import Sink
+from bankwatch.daemon.tick import Sink
 from bankwatch.daemon.topology import Topology
 from bankwatch.drivers.errors import ConfigError, UsageError
 

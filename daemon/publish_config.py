@@ -14,7 +14,6 @@ become these same sections, so both paths meet the same validation.
 
 from __future__ import annotations
 
-import argparse
 import re
 import urllib.parse
 from typing import Annotated, Literal
@@ -25,7 +24,6 @@ __all__ = [
     "InfluxConfig",
     "MqttConfig",
     "MqttUrl",
-    "add_publish_arguments",
     "parse_mqtt_url",
 ]
 
@@ -176,23 +174,3 @@ def parse_mqtt_url(text: str) -> MqttUrl:
 def _redact_url(text: str) -> str:
     """The URL with any password replaced, for error messages."""
     return re.sub(r"(://[^:@/]*):[^@/]*@", r"\1:***@", text)
-
-
-def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group(
-        "publishing", "quick-start forms of the config's [mqtt] and [influxdb] sections"
-    )
-    g.add_argument(
-        "--mqtt",
-        metavar="URL",
-        help="publish to this MQTT broker: mqtt[s]://[user[:password]@]host[:port] "
-        "(a password here shows in `ps`: prefer BANKWATCH_MQTT_PASSWORD)",
-    )
-    g.add_argument(
-        "--influx-url", metavar="URL", help="write to this InfluxDB, e.g. http://localhost:8086"
-    )
-    g.add_argument("--influx-db", metavar="NAME", help="InfluxDB 1.x database (v1 API)")
-    g.add_argument(
-        "--influx-org", metavar="NAME", help="InfluxDB org (v2 API; the token from INFLUX_TOKEN)"
-    )
-    g.add_argument("--influx-bucket", metavar="NAME", help="InfluxDB bucket (v2 API)")

@@ -22,10 +22,9 @@ from pathlib import Path
 import can
 
 from bankwatch.daemon.config import Config, parse_config
-from bankwatch.daemon.detectors import AlertEvent
 from bankwatch.daemon.link_config import CanLinkConfig
-from bankwatch.daemon.service import Monitor, Sink
-from bankwatch.daemon.topology import BankState
+from bankwatch.daemon.service import Monitor
+from bankwatch.daemon.tick import Sink, Tick
 from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.errors import ConfigError, FrameError, UsageError
 
@@ -112,8 +111,8 @@ class AlertCounter:
     def __init__(self) -> None:
         self.raised: dict[str, int] = {}
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        for ev in events:
+    def on_tick(self, tick: Tick) -> None:
+        for ev in tick.events:
             if ev.event == "raised":
                 self.raised[ev.alert.kind] = self.raised.get(ev.alert.kind, 0) + 1
 

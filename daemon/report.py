@@ -1,11 +1,46 @@
-"""Text a person reads: the topology tree and the findings of `bankwatch check`."""
+"""Text a person reads: the topology tree and the findings of `bankwatch check`, the bank's
+one-line status (the console and systemd's STATUS= line)."""
 
 from __future__ import annotations
 
-from bankwatch.daemon.rules import Finding
-from bankwatch.daemon.topology import Topology
+from typing import TYPE_CHECKING
 
-__all__ = ["fmt_energy", "format_findings", "format_tree"]
+if TYPE_CHECKING:
+    # Types only: the console imports `fmt_energy` and must not pull the config models in.
+    from bankwatch.daemon.rules import Finding
+    from bankwatch.daemon.topology import BankState, Topology
+
+__all__ = [
+    "WIDTH",
+    "clip",
+    "fmt_energy",
+    "fmt_value",
+    "format_findings",
+    "format_tree",
+    "status_line",
+]
+
+# No line a person reads (the terminal view, the status line) is wider than this.
+WIDTH = 100
+
+
+def fmt_value(value: float | None, fmt: str, unit: str = "") -> str:
+    """A number with its unit, or a dash for a value nobody sent."""
+    return "—" if value is None else f"{value:{fmt}}{unit}"
+
+
+def clip(line: str) -> str:
+    return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+
+
+def status_line(state: BankState, active_alerts: int) -> str:
+    """The bank in one line: voltage, current, SOC, live batteries and active alerts."""
+    live = sum(b.live for b in state.batteries())
+    return clip(
+        f"{state.name}: {fmt_value(state.voltage_v, '.2f', ' V')} "
+        f"{fmt_value(state.current_a, '+.1f', ' A')} SOC {fmt_value(state.soc_pct, '.1f', ' %')}, "
+        f"{live}/{len(state.batteries())} batteries live, {active_alerts} active alert(s)"
+    )
 
 
 def fmt_energy(wh: float) -> str:

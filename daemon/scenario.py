@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bankwatch.daemon.alerts import RANK, AlertEvent
-from bankwatch.daemon.config import Config, ExpectConfig, ForbidConfig, load_config
-from bankwatch.daemon.service import Monitor, Sink
+from bankwatch.daemon.config import Config, load_config
+from bankwatch.daemon.scenario_config import ExpectConfig, ForbidConfig
+from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.simulation import bank_description
+from bankwatch.daemon.tick import Sink
 from bankwatch.daemon.topology import BankState
 from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.errors import ConfigError
@@ -144,8 +146,10 @@ class ScenarioRun:
         if self._bank_source:
             self.monitor.bank_reading = physics.bank_reading(now)
         state, events = self.monitor.tick(now)
-        for sink in self.monitor.sinks:
-            sink.on_tick(self.monitor, state, events)
+        if self.monitor.sinks:
+            tick = self.monitor.snapshot(state, events)
+            for sink in self.monitor.sinks:
+                sink.on_tick(tick)
         elapsed = now - self.start
         self.result.events.extend(TimedEvent(elapsed, ev) for ev in events)
         self.result.ticks += 1

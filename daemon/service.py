@@ -2,9 +2,10 @@
 
 One `asyncio.TaskGroup` holds a named task per link and one for the monitor's tick. Frames are
 decoded on the event loop as they arrive (cheap: a table lookup and a struct unpack) and only the
-latest Reading per battery is kept; the tick folds them into a BankState once per
-`tick_s`, runs the detectors and hands state and events to the sinks. A stop (SIGTERM, Ctrl-C,
-or the caller's event) cancels the group and closes every link within a few seconds.
+latest Reading per battery is kept; the tick folds them into a BankState once per `tick_s`, runs
+the detectors and hands the sinks one frozen snapshot of it (`tick.Tick`: state, events, active
+alerts, link statuses, the time); no sink sees the monitor itself. A stop (SIGTERM, Ctrl-C, or the
+caller's event) cancels the group and closes every link within a few seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TextIO, runtime_checkable
+from typing import TextIO
 
 from bankwatch.daemon.alert_state import AlertStore, default_state_dir
 from bankwatch.daemon.config import Config
@@ -24,7 +25,13 @@ from bankwatch.daemon.detectors import AlertEvent, BankAnalyzer
 from bankwatch.daemon.link_config import CanLinkConfig, SerialLinkConfig
 from bankwatch.daemon.rules import check_bank
 from bankwatch.daemon.sdnotify import Notifier, watchdog_period_s
-from bankwatch.daemon.supervision import SystemdSink, install_stall_hook
+from bankwatch.daemon.supervision import (
+    SystemdSink,
+    install_stall_hook,
+    links_settled,
+    release_startup_memory,
+)
+from bankwatch.daemon.tick import RunningSink, Sink, Tick
 from bankwatch.daemon.topology import BankState, Topology
 from bankwatch.drivers.clock import Clock, SystemClock
 from bankwatch.drivers.links.can import CanLink, CanPoller, KeepAlive, LinkStatus, PollSource
@@ -36,8 +43,6 @@ __all__ = [
     "AlertLogSink",
     "JsonAlertSink",
     "Monitor",
-    "RunningSink",
-    "Sink",
     "install_stop_signals",
     "run_daemon",
 ]
@@ -45,21 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BANK = "bank"  # the key of the bank-level source among the drivers
-
-
-class Sink(Protocol):
-    """Where state and events go: the console, MQTT, InfluxDB. Called on the event loop once
-    per tick; must not block (a slow sink queues and does its I/O in its own task)."""
-
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None: ...
-
-
-@runtime_checkable
-class RunningSink(Sink, Protocol):
-    """A sink with I/O of its own (a broker, a database): `run` is its task in the daemon's
-    task group, draining what `on_tick` queued; it is cancelled when the daemon stops."""
-
-    async def run(self) -> None: ...
 
 
 class Monitor:
@@ -285,15 +275,33 @@ class Monitor:
 
     # --- running ---------------------------------------------------------------------------------
 
+    def snapshot(self, state: BankState, events: Sequence[AlertEvent]) -> Tick:
+        """What the sinks get of a tick: frozen, so no sink can reach back into the monitor."""
+        return Tick(
+            state,
+            tuple(events),
+            tuple(self.tracker.sorted_active()),
+            tuple(self.link_statuses()),
+            self.clock.monotonic(),
+            self.clock.wall(),
+        )
+
+    def to_sinks(self, state: BankState, events: Sequence[AlertEvent]) -> Tick:
+        """Hand one snapshot of the tick to every sink; a sink that fails is logged and called
+        again next tick."""
+        tick = self.snapshot(state, events)
+        for sink in self.sinks:
+            try:
+                sink.on_tick(tick)
+            except Exception:
+                log.exception("sink %s failed; it will be called again next tick", sink)
+        return tick
+
     def step(self, now: float) -> tuple[BankState, list[AlertEvent]]:
         """One tick with its sinks: what the running daemon does every `tick_s` (and `replay`
         does on the log's time)."""
         state, events = self.tick(now)
-        for sink in self.sinks:
-            try:
-                sink.on_tick(self, state, events)
-            except Exception:
-                log.exception("sink %s failed; it will be called again next tick", sink)
+        self.to_sinks(state, events)
         return state, events
 
     async def _ticker(self) -> None:
@@ -332,8 +340,8 @@ class _Stop(Exception):
 class AlertLogSink:
     """Every alert event as one log line: what journald keeps."""
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        for ev in events:
+    def on_tick(self, tick: Tick) -> None:
+        for ev in tick.events:
             a = ev.alert
             level = logging.INFO if ev.event == "cleared" else logging.WARNING
             log.log(
@@ -347,11 +355,10 @@ class JsonAlertSink:
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        for ev in events:
-            wall = monitor.clock.wall() - (monitor.clock.monotonic() - ev.at)
-            self.out.write(json.dumps(ev.to_json(round(wall, 3))) + "\n")
-        if events:
+    def on_tick(self, tick: Tick) -> None:
+        for ev in tick.events:
+            self.out.write(json.dumps(ev.to_json(round(tick.wall_at(ev.at), 3))) + "\n")
+        if tick.events:
             self.out.flush()
 
 
@@ -366,6 +373,17 @@ def install_stop_signals(stop: asyncio.Event, on_stop: Callable[[], object] | No
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handle)
+
+
+async def _release_after_start(monitor: Monitor, limit_s: float = 30.0) -> None:
+    """Once every link has had its first outcome (python-can, the sinks' clients and the codecs
+    are loaded by then), give start-up's freed heap back to the system."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not links_settled(monitor.link_statuses()) and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)  # the sinks' first connection and write
+    log.debug("start-up heap released: %d KiB", release_startup_memory())
 
 
 async def run_daemon(
@@ -407,9 +425,11 @@ async def run_daemon(
         len(monitor.topology.batteries()),
         len(monitor.links) + len(monitor.serial_lines),
     )
+    trim = asyncio.create_task(_release_after_start(monitor), name="release-start-up-heap")
     try:
         await monitor.run(stop)
     finally:
+        trim.cancel()
         notifier.close()
         monitor.flush_state()
     log.info("stopped")

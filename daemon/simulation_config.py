@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from bankwatch.daemon.schema import PositiveFloat, Strict
+from bankwatch.daemon.config_base import PositiveFloat, Strict
 from bankwatch.drivers.simulator.description import FaultKind, ProtectionName
 
 __all__ = ["FAULT_VALUES", "FaultConfig", "SimBatteryConfig", "SimulationConfig"]

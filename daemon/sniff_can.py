@@ -32,18 +32,7 @@ from bankwatch.drivers.links.can import CanLink
 from bankwatch.drivers.model import Reading, flag_names
 from bankwatch.drivers.registry import can_protocols
 
-__all__ = ["add_can_arguments", "decode_any", "link_config_from_args", "run_sniff_can"]
-
-
-def add_can_arguments(p: argparse.ArgumentParser) -> None:
-    """The CAN options of `bankwatch sniff`."""
-    p.add_argument("--config", help="a config whose [links] names TARGET")
-    p.add_argument("--interface", help="python-can interface (default socketcan)")
-    p.add_argument("--channel", help="channel (default: TARGET)")
-    p.add_argument("--bitrate", type=int, help="bus speed (default 500000)")
-    p.add_argument("--host", help="socketcand server")
-    p.add_argument("--port", type=int, help="socketcand port")
-    p.add_argument("--json", action="store_true", help="one JSON object per frame")
+__all__ = ["decode_any", "link_config_from_args", "run_sniff_can"]
 
 
 def link_config_from_args(args: argparse.Namespace) -> CanLinkConfig:

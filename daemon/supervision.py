@@ -12,9 +12,8 @@
   itself, so a loop that is stuck (a blocking call, a busy loop) stops the pings and systemd
   restarts the service.
 - `STOPPING=1` is sent from the SIGTERM handler (see `run_daemon`).
-- Logging to the journal: when stderr is the journal stream systemd set up (`$JOURNAL_STREAM`),
-  log lines carry a syslog priority prefix (`<4>` for a warning) instead of a time and a level
-  name: journald stamps the time and keeps the level, so `journalctl -p warning` works.
+- Logging to the journal is `journal.py` (every command uses it, so it stays out of this
+  module's imports).
 - Credentials: secrets (the InfluxDB token, the MQTT password) are files in
   /etc/bankwatch/credentials/ that the unit hands over with `LoadCredential=`;
   `bankwatch.daemon.credentials.find_secret` reads them from `$CREDENTIALS_DIRECTORY`.
@@ -25,31 +24,30 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
-import sys
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from bankwatch.daemon.report import status_line
 from bankwatch.daemon.sdnotify import Notifier
+from bankwatch.daemon.tick import Tick
 
 if TYPE_CHECKING:
-    from bankwatch.daemon.detectors import AlertEvent
-    from bankwatch.daemon.service import Monitor
-    from bankwatch.daemon.topology import BankState
     from bankwatch.drivers.links.can import LinkStatus
 
 __all__ = [
     "STALL_ENV",
-    "JournalFormatter",
     "SystemdSink",
     "install_stall_hook",
     "links_settled",
-    "on_journal",
+    "release_startup_memory",
     "status_text",
-    "use_journal_format",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,18 +58,16 @@ STALL_ENV = "BANKWATCH_TEST_STALL_S"
 # --- readiness and status ------------------------------------------------------------------------
 
 
-def links_settled(statuses: list[LinkStatus]) -> bool:
+def links_settled(statuses: Sequence[LinkStatus]) -> bool:
     """True when no link is still on its first attempt."""
     return all(s.state != "starting" for s in statuses)
 
 
-def status_text(monitor: Monitor, state: BankState) -> str:
+def status_text(tick: Tick) -> str:
     """One line for `systemctl status`: the bank, its batteries, links and alerts."""
-    from bankwatch.daemon.console import status_line
-
-    statuses = monitor.link_statuses()
-    up = sum(s.state == "up" for s in statuses)
-    return f"{status_line(state, monitor)}, links {up}/{len(statuses)} up"
+    return (
+        f"{status_line(tick.state, len(tick.alerts))}, links {tick.links_up}/{len(tick.links)} up"
+    )
 
 
 class SystemdSink:
@@ -97,13 +93,13 @@ class SystemdSink:
         self._alerts: int | None = None
         self._told_partial = False
 
-    def on_tick(self, monitor: Monitor, state: BankState, events: list[AlertEvent]) -> None:
-        now = state.at
+    def on_tick(self, tick: Tick) -> None:
+        now = tick.state.at
         if self._first_tick is None:
             self._first_tick = now
-        text = status_text(monitor, state)
+        text = status_text(tick)
         if not self.ready:
-            statuses = monitor.link_statuses()
+            statuses = tick.links
             waited = now - self._first_tick
             if not links_settled(statuses) and waited < self.ready_timeout_s:
                 return
@@ -118,9 +114,9 @@ class SystemdSink:
             if not self.notifier.notify("READY=1", f"STATUS={text}"):
                 return  # systemd did not get it (the notifier logged why): again next tick
             self.ready = True
-            self._sent(text, now, len(monitor.tracker.active))
+            self._sent(text, now, len(tick.alerts))
             return
-        alerts = len(monitor.tracker.active)
+        alerts = len(tick.alerts)
         due = self._status_at is None or now - self._status_at >= self.status_every_s
         if text != self._status and (due or alerts != self._alerts):
             self.notifier.notify(f"STATUS={text}")
@@ -168,56 +164,29 @@ def install_stall_hook(environ: Mapping[str, str] | None = None) -> float:
     return stall_s
 
 
-# --- the journal ---------------------------------------------------------------------------------
+def release_startup_memory() -> int:
+    """Hand the heap that start-up used and freed back to the system; the KiB of RSS it gave
+    back (0 where the C library has no malloc_trim).
 
-# syslog priorities, sd-daemon(3): what journald reads from a `<N>` prefix.
-_PRIORITY = (
-    (logging.CRITICAL, 2),
-    (logging.ERROR, 3),
-    (logging.WARNING, 4),
-    (logging.INFO, 6),
-)
-
-
-def _priority(levelno: int) -> int:
-    for level, prio in _PRIORITY:
-        if levelno >= level:
-            return prio
-    return 7
-
-
-class JournalFormatter(logging.Formatter):
-    """`<4>bankwatch.daemon.service: message`: the level as a syslog prefix on every line (a
-    traceback's lines too), no time (journald adds it)."""
-
-    def __init__(self) -> None:
-        super().__init__("%(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_priority(record.levelno)}>"
-        return "\n".join(prefix + line for line in super().format(record).split("\n"))
-
-
-def on_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
-    """True when `stream` is the journal stream systemd connected (`$JOURNAL_STREAM` is its
-    device and inode), not a pipe or terminal it was redirected to since."""
-    env = os.environ if environ is None else environ
-    value = env.get("JOURNAL_STREAM", "")
-    dev, _, ino = value.partition(":")
-    if not dev.isdigit() or not ino.isdigit():
-        return False
+    Building the config's validators, importing the codecs and python-can leave megabytes of
+    freed but still mapped heap behind (glibc keeps it for reuse), which a Pi's RSS figures
+    would carry for months. One collection and one trim after start-up return it."""
+    gc.collect()
+    before = _rss_kib()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return 0
     try:
-        st = os.fstat(stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        return False
-    return st.st_dev == int(dev) and st.st_ino == int(ino)
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        return 0
+    trim(0)
+    return max(0, before - _rss_kib())
 
 
-def use_journal_format(environ: Mapping[str, str] | None = None) -> bool:
-    """Give the root logger's stderr handlers the journal format when stderr is the journal."""
-    if not on_journal(sys.stderr, environ):
-        return False
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-            handler.setFormatter(JournalFormatter())
-    return True
+def _rss_kib() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from bankwatch.daemon.cli import demo_config
 from bankwatch.daemon.config import Config
 from bankwatch.daemon.detectors import AlertEvent
-from bankwatch.daemon.service import Monitor, Sink
+from bankwatch.daemon.service import Monitor
 from bankwatch.daemon.simulation import bank_description
+from bankwatch.daemon.tick import Sink
 from bankwatch.drivers.clock import ManualClock
 from bankwatch.drivers.simulator.bank import BankSimulator
 from bankwatch.drivers.simulator.description import SimFault
@@ -53,8 +54,9 @@ class DrivenBank:
             if name not in self.sim.silent:
                 self.monitor.readings[name] = self.sim.reading(name, now)
         state, events = self.monitor.tick(now)
+        tick = self.monitor.snapshot(state, events)
         for sink in self.sinks:
-            sink.on_tick(self.monitor, state, events)
+            sink.on_tick(tick)
         self.events += events
         return events
 

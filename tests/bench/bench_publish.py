@@ -97,8 +97,9 @@ async def bench_mqtt(workdir: Path) -> None:
     ev = AlertEvent("raised", alert, 0.0)
     state = bank.monitor.state
     assert state is not None
+    tick = bank.monitor.snapshot(state, [ev])
     for _ in range(n_events):
-        sink.on_tick(bank.monitor, state, [ev])
+        sink.on_tick(tick)
     task = asyncio.create_task(sink.run())
     t0 = time.perf_counter()
     await asyncio.wait_for(sink.connected.wait(), 30)

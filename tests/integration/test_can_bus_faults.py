@@ -132,7 +132,14 @@ async def test_silence_errors_garbage_and_a_dead_server_are_survived() -> None:
         async with daemon(peer.port) as (monitor, sampler, task):
             link = monitor.links["bus"]
             await eventually(lambda: link.status.state == "up", 20, "the link up")
-            await eventually(lambda: "p1" in monitor.readings, 10, "a reading")
+            # A broadcast cycle is several frames: wait for the one that carries the voltage
+            # (a tick may fall between the cycle's first frame and 0x356).
+            await eventually(
+                lambda: "p1" in monitor.readings
+                and monitor.readings["p1"].pack_voltage_v is not None,
+                10,
+                "a reading with its voltage",
+            )
             assert monitor.readings["p1"].pack_voltage_v == 52.4
 
             # 1. The bus goes silent: silent, link_lost raised; it returns: up, alert cleared.

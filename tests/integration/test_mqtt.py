@@ -23,7 +23,8 @@ import aiomqtt
 import pytest
 
 from bankwatch.daemon.credentials import Secret
-from bankwatch.daemon.mqtt import ALERT_KINDS, MqttSink, Topics
+from bankwatch.daemon.detectors import ALERT_KINDS
+from bankwatch.daemon.mqtt import MqttSink, Topics
 from bankwatch.daemon.publish_config import MqttConfig
 from bankwatch.daemon.topology import Topology
 from tests.driven_bank import DrivenBank, quiet_demo_config
@@ -209,9 +210,9 @@ def _check_discovery(discovery: dict[str, dict[str, Any]], rec: Recorder) -> Non
     energy = by_uid["bankwatch_demo_energy_wh"]
     assert (energy["device_class"], energy["unit_of_measurement"]) == ("energy_storage", "Wh")
     for b in ("A1", "B4"):
-        for kind, (_, levels) in ALERT_KINDS.items():
-            if "battery" in levels:
-                bs = by_uid[f"bankwatch_demo_{b}_{kind}"]
+        for kind in ALERT_KINDS.values():
+            if "battery" in kind.ha_sensors:
+                bs = by_uid[f"bankwatch_demo_{b}_{kind.name}"]
                 assert bs["device_class"] == "problem"
     # Every entity reads a topic that carries the key its template names, and the binary
     # sensor of A2's cutoff renders ON from the last state published.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bankwatch.daemon.alerts import RANK
-from bankwatch.daemon.config import ALERT_KINDS
+from bankwatch.daemon.detectors import ALERT_KINDS
 from bankwatch.daemon.scenario import ScenarioRun, load_scenario
 from bankwatch.daemon.topology import Topology
 from tests.helpers import REPO
@@ -84,6 +84,15 @@ def test_scenario(path: Path) -> None:
         name = hit.subject.rsplit("/", 1)[-1]
         assert name in hit.message, f"{hit.id}: the message does not name {name}: {hit.message}"
         assert hit.evidence, f"{hit.id} carries no evidence"
+
+    # Every alert is of a kind of the table, about a subject at a level and with a severity
+    # its row declares (what MQTT discovery and the docs rely on).
+    levels = ("bank", "string", "battery")
+    for t in result.events:
+        a = t.event.alert
+        info = ALERT_KINDS[a.kind]
+        assert levels[a.subject.count("/")] in info.subjects, f"{a.id}: not a subject of {a.kind}"
+        assert a.severity in info.severities, f"{a.id}: {a.severity} is not a {a.kind} severity"
 
     if _kind_of(path) == "healthy":
         loud = [t for t in result.events if RANK[t.event.alert.severity] >= RANK["warning"]]

@@ -278,8 +278,9 @@ def drive(monitor: Monitor, clock: ManualClock, seconds: int, cut_a2: range) -> 
                 protections=Protection.OVER_TEMPERATURE,
             )
         state, events = monitor.tick(now)
+        tick = monitor.snapshot(state, events)
         for sink in monitor.sinks:
-            sink.on_tick(monitor, state, events)
+            sink.on_tick(tick)
         clock.advance(1.0)
 
 

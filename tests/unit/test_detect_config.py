@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bankwatch.daemon.config import ALERT_KINDS, DetectConfig, parse_config
+from bankwatch.daemon.config import parse_config
+from bankwatch.daemon.detect_config import DetectConfig
+from bankwatch.daemon.detectors import ALERT_KINDS
 from bankwatch.drivers.errors import ConfigError
 from tests.unit.test_detectors import bank_toml
 

@@ -347,12 +347,34 @@ def test_topic_layout() -> None:
     assert Topology(quiet_demo_config()).name == "demo"
 
 
-def test_every_alert_kind_has_a_home_assistant_binary_sensor() -> None:
-    """A new detector without a row here would show up in Home Assistant only as a count."""
-    from bankwatch.daemon.detectors import DETECTORS
-    from bankwatch.daemon.mqtt import ALERT_KINDS
+def test_discovery_has_one_binary_sensor_per_alert_kind_and_place() -> None:
+    """Discovery reads the table of alert kinds: each row gets its binary sensor, under its
+    Home Assistant name, on every battery's device and on the bank's device where its row says,
+    and there is no other binary sensor than the bank's "Problem"."""
+    from bankwatch.daemon.detectors import ALERT_KINDS
+    from bankwatch.daemon.mqtt import discovery_messages
 
-    assert set(ALERT_KINDS) == set(DETECTORS)
-    for kind, (label, levels) in ALERT_KINDS.items():
-        assert label and levels, kind
-        assert set(levels) <= {"battery", "bank", "bank-any"}, kind
+    topology = Topology(quiet_demo_config())
+    messages = discovery_messages(topology, Topics("bankwatch", topology.name))
+    binary = {
+        cfg["unique_id"]: cfg for topic, cfg in messages if topic.startswith("homeassistant/binary")
+    }
+    batteries = [b.name for s in topology.strings for b in s.batteries]
+    want = {"bankwatch_demo_problem": "Problem"}
+    for kind in ALERT_KINDS.values():
+        if "battery" in kind.ha_sensors:
+            want.update({f"bankwatch_demo_{b}_{kind.name}": kind.ha_name for b in batteries})
+        if "bank" in kind.ha_sensors:
+            want[f"bankwatch_demo_{kind.name}"] = kind.ha_name
+        if "bank-any" in kind.ha_sensors:
+            want[f"bankwatch_demo_{kind.name}_anywhere"] = kind.ha_name
+    assert {uid: cfg["name"] for uid, cfg in binary.items()} == want
+    for uid, cfg in binary.items():
+        assert cfg["device_class"] == "problem", uid
+    # One message per sensor: no unique id is sent twice.
+    assert sum(t.startswith("homeassistant/binary") for t, _ in messages) == 1 + sum(
+        len(batteries) * ("battery" in k.ha_sensors)
+        + ("bank" in k.ha_sensors)
+        + ("bank-any" in k.ha_sensors)
+        for k in ALERT_KINDS.values()
+    )

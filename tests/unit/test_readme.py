@@ -277,3 +277,13 @@ def test_demo_can_run_the_complete_example(readme: str) -> None:
     assert config.simulation is not None
     batteries = {b.name for _, b in config.batteries()}
     assert {f.battery for f in config.simulation.faults} <= batteries
+
+
+def test_architecture_names_modules_that_exist(readme: str) -> None:
+    """Every module the Architecture section's table names (`daemon/x.py`, `drivers/y.py`) is
+    a file of the repository: a renamed module fails here until the README follows."""
+    section = _sections(readme)["Architecture"]
+    paths = set(re.findall(r"\b((?:daemon|drivers)/[\w/]+\.py)\b", section))
+    assert len(paths) >= 8, paths
+    missing = sorted(p for p in paths if not (REPO / p).is_file())
+    assert not missing, f"the Architecture section names missing modules: {missing}"

@@ -17,13 +17,10 @@ import pytest
 from bankwatch.daemon.cli import main
 from bankwatch.daemon.config import parse_config
 from bankwatch.daemon.credentials import find_secret
+from bankwatch.daemon.journal import JournalFormatter, on_journal
 from bankwatch.daemon.sdnotify import Notifier
 from bankwatch.daemon.service import Monitor
-from bankwatch.daemon.supervision import (
-    JournalFormatter,
-    SystemdSink,
-    on_journal,
-)
+from bankwatch.daemon.supervision import SystemdSink
 from bankwatch.drivers.clock import ManualClock, SystemClock
 from bankwatch.drivers.errors import ConfigError
 from tests.helpers import REPO
@@ -93,12 +90,12 @@ def test_ready_is_capped_when_a_link_never_settles(
     # Not run: its link stays "starting", as one whose open hangs would.
     for _ in range(29):
         state, events = monitor.tick(clock.monotonic())
-        sink.on_tick(monitor, state, events)
+        sink.on_tick(monitor.snapshot(state, events))
         clock.advance(1)
     assert not sink.ready and _received(sock) == []
     clock.advance(1)
     state, events = monitor.tick(clock.monotonic())
-    sink.on_tick(monitor, state, events)
+    sink.on_tick(monitor.snapshot(state, events))
     assert sink.ready
     (msg,) = _received(sock)
     assert msg.startswith("READY=1\nSTATUS=t: ")
@@ -107,7 +104,7 @@ def test_ready_is_capped_when_a_link_never_settles(
     for _ in range(30):
         clock.advance(1)
         state, events = monitor.tick(clock.monotonic())
-        sink.on_tick(monitor, state, events)
+        sink.on_tick(monitor.snapshot(state, events))
     assert _received(sock) == []
 
 
@@ -117,7 +114,7 @@ def test_ready_is_sent_again_until_systemd_gets_it(tmp_path: Path) -> None:
     sink = SystemdSink(notifier, ready_timeout_s=0)
     monitor = Monitor(parse_config(ONE_LINK.format(port=_dead_port())), clock, [sink])
     state, events = monitor.tick(clock.monotonic())
-    sink.on_tick(monitor, state, events)
+    sink.on_tick(monitor.snapshot(state, events))
     assert not sink.ready
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
@@ -125,7 +122,7 @@ def test_ready_is_sent_again_until_systemd_gets_it(tmp_path: Path) -> None:
     try:
         clock.advance(1)
         state, events = monitor.tick(clock.monotonic())
-        sink.on_tick(monitor, state, events)
+        sink.on_tick(monitor.snapshot(state, events))
         assert sink.ready
         (msg,) = _received(sock)
         assert msg.startswith("READY=1\n")
