@@ -15,7 +15,7 @@ from typing import Any
 
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.registry import MAP_PREFIX, serial_codecs
+from bankwatch.drivers.registry import MAP_PREFIX, serial_codecs, serial_protocols
 from bankwatch.drivers.serial_codec import SerialCodec, merge_parts
 
 __all__ = ["decode_serial_frames", "parse_wire_hex"]
@@ -64,7 +64,10 @@ def _whole_frame(codec: SerialCodec, raw: bytes) -> None:
 
 
 def decode_serial_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
-    codecs = serial_codecs()
+    codecs = serial_protocols()
+    if protocol not in codecs:
+        # A shipped map by name: only then load the map schema (pydantic) and the map files.
+        codecs = serial_codecs()
     codec = codecs.get(protocol)
     if codec is None:
         maps = ", ".join(n for n in codecs if n.startswith(MAP_PREFIX))

@@ -4,9 +4,12 @@ Gobel/Pace capture."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.pylontech_rs485 import PACE, build_frame
@@ -61,4 +64,30 @@ def test_a_tail_that_does_not_divide_among_the_packs_is_an_error() -> None:
     info = bytes([0, 2]) + _pack_info(bytes([50])) + _pack_info(bytes([51, 52]))
     reply = build_frame(0x25, 1, 0x46, 0x00, info)
     with pytest.raises(FrameError):
+        PACE.decode(reply, request)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 20))
+def test_random_stack_replies_only_raise_frame_errors(info: bytes, packs: int) -> None:
+    request = PACE.encode_request(0x42, 1, command=0xFF)
+    reply = build_frame(0x25, 1, 0x46, 0x00, bytes([0, packs]) + info)
+    with contextlib.suppress(FrameError):
+        PACE.decode_modules(reply, request)
+    with contextlib.suppress(FrameError):
+        PACE.decode(reply, request)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 255), st.booleans())
+def test_mutated_stack_replies_only_raise_frame_errors(pos: int, value: int, cut: bool) -> None:
+    vector = VECTORS[0]
+    request = bytes.fromhex(vector["request_hex"])
+    info = bytearray(bytes.fromhex(bytes.fromhex(vector["frame_hex"])[13:-5].decode()))
+    if cut:
+        info = info[: pos % len(info)]
+    else:
+        info[pos % len(info)] = value
+    reply = build_frame(0x25, 1, 0x46, 0x00, bytes(info))
+    with contextlib.suppress(FrameError):
         PACE.decode(reply, request)
