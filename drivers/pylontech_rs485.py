@@ -855,13 +855,27 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     p = _Info(info)
     p.u8("flag")
     second = p.u8("bus id")
-    packs = second if ctx.command == 0xFF else 1
-    if packs < 1:
-        raise FrameLengthError("a stack reply with no pack in it")
-    tail = _pace_tail(info, p.pos, packs)
-    out = [_pace_pack(p, tail) for _ in range(packs)]
-    p.done()
-    return out
+    if ctx.command == 0xFF:
+        if second < 1:
+            raise FrameLengthError("a stack reply with no pack in it")
+        counts = [second]
+    elif second >= 2 and second != ctx.address:
+        # Some stack masters answer a request for one pack with the whole stack: the second
+        # byte is then their pack count, not the address asked.
+        counts = [second, 1]
+    else:
+        counts = [1, second] if second >= 2 else [1]
+    error: FrameLengthError | None = None
+    for packs in counts:
+        try:
+            tail = _pace_tail(info, p.pos, packs)
+        except FrameLengthError as exc:
+            error = error or exc
+            continue
+        out = [_pace_pack(p, tail) for _ in range(packs)]
+        p.done()
+        return out
+    raise error if error is not None else FrameLengthError("no pack layout fits the INFO")
 
 
 def _pace_analog_encode(r: Reading, address: int) -> bytes:

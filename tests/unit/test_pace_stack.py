@@ -59,6 +59,17 @@ def test_a_single_pack_with_the_long_tail() -> None:
     assert r.remaining_ah == 80.0 and r.cycles == 12
 
 
+def test_a_master_that_answers_one_pack_with_the_stack() -> None:
+    """Asked for pack 1 alone, a stack master may send all its packs (the byte after the flag
+    then counts them): two packs of 59 bytes with a 14-byte tail each, 148 bytes of INFO."""
+    tail = bytes([60]) + bytes(8) + bytes([99]) + bytes(4)
+    info = bytes([0, 2]) + _pack_info(tail) + _pack_info(tail)
+    request = PACE.encode_request(0x42, 1)
+    reply = build_frame(0x25, 1, 0x46, 0x00, info)
+    packs = PACE.decode_modules(reply, request)
+    assert len(packs) == 2 and all(p.soc_pct == 60 and p.soh_pct == 99 for p in packs)
+
+
 def test_a_tail_that_does_not_divide_among_the_packs_is_an_error() -> None:
     request = PACE.encode_request(0x42, 1, command=0xFF)
     info = bytes([0, 2]) + _pack_info(bytes([50])) + _pack_info(bytes([51, 52]))
