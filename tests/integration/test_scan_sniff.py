@@ -226,3 +226,48 @@ async def test_sniff_shows_a_shunts_blocks(tmp_path: Path) -> None:
     replies = [r for r in records if r["kind"] == "reply"]
     assert replies and {r["protocol"] for r in replies} == {"ve-direct"}
     assert any(r["reading"].get("pack_voltage_v") == 13.27 for r in replies)
+
+
+async def test_sniff_of_a_configured_shunt_link_listens_for_ve_direct(tmp_path: Path) -> None:
+    """`bankwatch sniff shunt --config ...`: the bank's own source counts among the link's
+    protocols (and a shipped map is sniffed by its name)."""
+    import contextlib as _contextlib
+    import io as _io
+
+    from bankwatch.drivers import vedirect
+
+    port = tmp_path / "ttyShunt"
+    cfg = tmp_path / "rv.toml"
+    cfg.write_text(
+        '[bank]\nname = "rv"\nchemistry = "lifepo4"\nnominal_voltage_v = 12\n'
+        'source = { link = "shunt", protocol = "ve-direct" }\n'
+        '[models.m]\ncapacity_ah = 100\nnominal_voltage_v = 12.8\nchemistry = "lifepo4"\n'
+        f'[links.shunt]\ntype = "serial"\nport = "{port}"\nbaud = 19200\n'
+        f'[links.rs485]\ntype = "serial"\nport = "{tmp_path}/ttyR"\n'
+        '[[strings]]\nname = "A"\n[[strings.batteries]]\nname = "A1"\nmodel = "m"\n'
+        'source = { link = "rs485", protocol = "modbus-map", map = "renogy-smart-lfp", '
+        "address = 48 }\n",
+        encoding="utf-8",
+    )
+    bus = SerialBus(
+        "shunt",
+        SerialLinkSettings(port=str(port), baud=19200),
+        [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
+    )
+    bus.plug()
+    served = asyncio.create_task(bus.run())
+    out = _io.StringIO()
+    try:
+        with _contextlib.redirect_stdout(out):
+            code = await asyncio.to_thread(
+                main, ["sniff", "shunt", "--config", str(cfg), "--duration", "2.5", "--json"]
+            )
+    finally:
+        served.cancel()
+        bus.close()
+    assert code == 0
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records and {r["protocol"] for r in records if r["kind"] == "reply"} == {"ve-direct"}
+    # The map's link resolves to the map by name (no "not a serial protocol" error).
+    args = ["sniff", "rs485", "--config", str(cfg), "--duration", "0.3"]
+    assert await asyncio.to_thread(main, args) == 3
