@@ -213,10 +213,12 @@ def cmd_sniff(args: argparse.Namespace) -> int:
         link = config.links.get(port)
         if isinstance(link, SerialLinkConfig):
             port, baud = link.port, baud or link.baud
+            sources = [b.source for _, b in config.batteries()] + [config.bank.source]
             on_it = {
-                b.source.protocol
-                for _, b in config.batteries()
-                if b.source is not None and b.source.link == args.target
+                # A shipped register map is sniffed by its name (modbus-map:NAME).
+                f"modbus-map:{src.map}" if src.protocol == "modbus-map" else src.protocol
+                for src in sources
+                if src is not None and src.link == args.target
             }
             protocols = protocols or sorted(on_it) or None
     if is_serial_port(port):

@@ -15,7 +15,7 @@ from typing import Any
 
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.registry import PROTOCOLS, CanDriver
+from bankwatch.drivers.registry import MAP_PREFIX, PROTOCOLS, CanDriver, protocol_info
 
 __all__ = ["decode_frames", "parse_candump"]
 
@@ -38,10 +38,13 @@ def parse_candump(text: str) -> tuple[int, bytes, bool]:
 
 
 def decode_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
-    info = PROTOCOLS.get(protocol)
+    info = protocol_info(protocol)
     if info is None:
         known = ", ".join(sorted(PROTOCOLS))
-        raise UsageError(f"unknown protocol {protocol!r} (known: {known})")
+        raise UsageError(
+            f"unknown protocol {protocol!r} (known: {known}; a shipped register map as "
+            f"{MAP_PREFIX}NAME)"
+        )
     if info.link_kind == "serial":
         from bankwatch.daemon.serial_decode import decode_serial_frames
 

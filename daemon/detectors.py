@@ -115,6 +115,11 @@ def _cutoff_state(r: Reading) -> tuple[list[str], list[str]] | None:
     if r.discharge_enabled is False:
         opened.append("discharge")
     causes = flag_names(r.protections)
+    if "unknown" in causes:
+        # A protection bit the codec cannot name: say which bit (protections_active holds it).
+        active = str(dict(r.extra).get("protections_active", ""))
+        bits = [n.replace("_", " ") for n in active.split(",") if n.startswith("unknown_bit_")]
+        causes = [c for c in causes if c != "unknown"] + (bits or ["unknown"])
     if not opened and not causes:
         return None
     return opened, causes

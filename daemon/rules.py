@@ -17,6 +17,7 @@ from bankwatch.daemon.config import Config
 from bankwatch.daemon.topology import Topology
 from bankwatch.drivers.chemistry import CELL_NOMINAL_V, CHEMISTRY_FAMILY
 from bankwatch.drivers.registry import PROTOCOLS
+from bankwatch.drivers.serial_codec import talks_unasked
 
 __all__ = ["RULES", "Finding", "Severity", "check_bank"]
 
@@ -293,6 +294,36 @@ def rule_duplicate_addresses(config: Config, topo: Topology) -> list[Finding]:
     return out
 
 
+def rule_point_to_point(config: Config, topo: Topology) -> list[Finding]:
+    """A device that talks unasked (a VE.Direct shunt) owns its line: the line only listens,
+    so a BMS polled on the same link would never be asked."""
+    out: list[Finding] = []
+    by_link: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+    sources = [(b.name, b.source) for b in topo.batteries()]
+    sources.append((f"the bank source of {topo.name}", config.bank.source))
+    for name, src in sources:
+        if src is None:
+            continue
+        info = PROTOCOLS.get(src.protocol)
+        codec = None if info is None else info.serial_codec
+        by_link[src.link].append((name, codec is not None and talks_unasked(codec)))
+    for link, devices in by_link.items():
+        talkers = [n for n, unasked in devices if unasked]
+        if talkers and len(devices) > 1:
+            out.append(
+                Finding(
+                    "point_to_point",
+                    "error",
+                    topo.name,
+                    f"link {link} carries {talkers[0]}, which talks unasked, and "
+                    f"{', '.join(n for n, _ in devices if n != talkers[0])}",
+                    "A shunt's port is point to point and its line only listens, so nothing "
+                    "else on it would ever be asked: give each device its own link.",
+                )
+            )
+    return out
+
+
 def rule_nominal_voltages(config: Config, topo: Topology) -> list[Finding]:
     out: list[Finding] = []
     for s in topo.strings:
@@ -351,6 +382,7 @@ RULES: tuple[Callable[[Config, Topology], list[Finding]], ...] = (
     rule_maker_limits,
     rule_charger_inverter_voltage,
     rule_duplicate_addresses,
+    rule_point_to_point,
     rule_nominal_voltages,
     rule_unmonitored,
 )

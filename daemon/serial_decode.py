@@ -15,7 +15,7 @@ from typing import Any
 
 from bankwatch.drivers.errors import FrameError, UsageError
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.registry import serial_protocols
+from bankwatch.drivers.registry import MAP_PREFIX, serial_codecs, serial_protocols
 from bankwatch.drivers.serial_codec import SerialCodec, merge_parts
 
 __all__ = ["decode_serial_frames", "parse_wire_hex"]
@@ -52,15 +52,27 @@ def _label(i: int, text: str) -> str:
 def _whole_frame(codec: SerialCodec, raw: bytes) -> None:
     n = codec.frame_length(raw)
     if n is None:
-        raise FrameError(f"truncated: {len(raw)} bytes and the frame is not complete")
+        # On a live line the codec waits for what may still follow (JK-PB's acknowledgement
+        # after a 300-byte frame); given alone, a frame that decodes is whole as it is.
+        try:
+            codec.decode(raw)
+        except FrameError:
+            raise FrameError(f"truncated: {len(raw)} bytes and the frame is not complete") from None
+        return
     if n != len(raw):
         raise FrameError(f"length: the frame is {n} bytes, {len(raw)} were given")
 
 
 def decode_serial_frames(protocol: str, frames: list[str]) -> dict[str, Any]:
     codecs = serial_protocols()
+    if protocol not in codecs:
+        # A shipped map by name: only then load the map schema (pydantic) and the map files.
+        codecs = serial_codecs()
     codec = codecs.get(protocol)
     if codec is None:
+        maps = ", ".join(n for n in codecs if n.startswith(MAP_PREFIX))
+        if protocol == "modbus-map" or protocol.startswith(MAP_PREFIX):
+            raise UsageError(f"{protocol!r}: name a shipped register map ({maps})")
         raise UsageError(f"protocol {protocol!r} is not a serial protocol")
     decode_modules: Callable[[bytes, bytes | None], list[Reading]] | None = getattr(
         codec, "decode_modules", None

@@ -4,7 +4,9 @@ watching a bus someone else polls.
 scan tries protocols, baud rates and addresses one request at a time (the first request of the
 protocol's poll cycle), and for every device that answers with a frame that decodes, runs the
 whole poll and the identity requests to report model, serial and firmware and a few live values,
-then prints a config snippet to paste.
+then prints a config snippet to paste. A device that talks unasked (a VE.Direct shunt) is
+listened to for a few seconds at each baud instead. Shipped register maps are tried as
+protocols of their own ("modbus-map:NAME"), at 0-15 and the addresses the map names.
 
 sniff never writes: it cuts what it hears into frames with every candidate codec, pairs each
 reply with the request before it, and prints one line (or one JSON object) per frame.
@@ -30,8 +32,14 @@ from bankwatch.drivers.links.serial import (
     SerialPort,
 )
 from bankwatch.drivers.model import Protection, Reading, flag_names
-from bankwatch.drivers.registry import PROTOCOLS, serial_protocols
-from bankwatch.drivers.serial_codec import PollDriver, SerialCodec, info_requests
+from bankwatch.drivers.registry import MAP_PREFIX, protocol_info, serial_codecs
+from bankwatch.drivers.serial_codec import (
+    ListenDriver,
+    PollDriver,
+    SerialCodec,
+    info_requests,
+    talks_unasked,
+)
 
 __all__ = [
     "Found",
@@ -85,8 +93,12 @@ class Found:
         return out
 
 
+# How long scan listens for a device that talks unasked (VE.Direct: a block every second).
+_LISTEN_S = 2.5
+
+
 def _codecs(names: Sequence[str] | None) -> dict[str, SerialCodec]:
-    available = serial_protocols()
+    available = serial_codecs()
     if not names:
         return available
     unknown = [n for n in names if n not in available]
@@ -123,8 +135,15 @@ async def scan(
         try:
             idle = clock.monotonic()
             for name, codec in members:
-                single = PROTOCOLS[name].addressing == "broadcast"
-                for address in [0] if single else (addresses or range(16)):
+                if talks_unasked(codec):
+                    hit = await _listen_for(sport, name, codec, baud, progress)
+                    if hit is not None:
+                        found.append(hit)
+                    idle = clock.monotonic()
+                    continue
+                info = protocol_info(name)
+                single = info is not None and info.addressing == "broadcast"
+                for address in [0] if single else (addresses or _default_addresses(codec)):
                     if progress is not None:
                         progress.write(f"\r{name} at {baud} baud, address {address}   ")
                         progress.flush()
@@ -151,6 +170,38 @@ async def scan(
     if progress is not None:
         progress.write("\r" + " " * 60 + "\r")
     return found
+
+
+def _default_addresses(codec: SerialCodec) -> list[int]:
+    extra: Sequence[int] = getattr(codec, "SCAN_ADDRESSES", ())
+    return list(dict.fromkeys([*range(16), *extra]))
+
+
+async def _listen_for(
+    port: SerialPort, name: str, codec: SerialCodec, baud: int, progress: TextIO | None
+) -> Found | None:
+    """Listen for a device that talks unasked; what it said, or None when nothing decoded."""
+    if progress is not None:
+        progress.write(f"\r{name} at {baud} baud, listening   ")
+        progress.flush()
+    port.discard_input()
+    splitter = FrameSplitter([codec])
+    listener = ListenDriver("scan", 0, codec)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + _LISTEN_S
+    heard: Found | None = None
+    while loop.time() < end:
+        chunk = await port.read(max(0.0, min(0.2, end - loop.time())))
+        splitter.feed(chunk)
+        for frame, _ in splitter.frames():
+            try:
+                reading = listener.on_heard(None, frame, loop.time())
+            except FrameError as exc:
+                if heard is None:
+                    heard = Found(name, baud, 0, error=f"heard, but not in {name}: {exc}")
+                continue
+            heard = Found(name, baud, 0, reading=reading)
+    return heard
 
 
 async def _read_all(
@@ -224,11 +275,31 @@ def scan_report(port: str, found: list[Found]) -> str:
             for f in good:
                 if f.baud != baud:
                     continue
+                if _talks_unasked(f.protocol):
+                    # A shunt meters the whole bank: it is the bank's source, not a battery.
+                    lines.append(f'# [bank] source = {{ link = "{link}", {_source_keys(f)} }}')
+                    continue
                 lines.append(
                     f'# {{ name = "?", model = "?", source = {{ link = "{link}", '
-                    f'protocol = "{f.protocol}", address = {f.address} }} }}'
+                    f"{_source_keys(f)} }} }}"
                 )
     return "\n".join(lines)
+
+
+def _source_keys(f: Found) -> str:
+    """The protocol part of a config source: a shipped map is protocol "modbus-map" with its
+    map; a device that talks unasked has no address."""
+    if f.protocol.startswith(MAP_PREFIX):
+        name = f.protocol.removeprefix(MAP_PREFIX)
+        return f'protocol = "modbus-map", map = "{name}", address = {f.address}'
+    if _talks_unasked(f.protocol):
+        return f'protocol = "{f.protocol}"'
+    return f'protocol = "{f.protocol}", address = {f.address}'
+
+
+def _talks_unasked(protocol: str) -> bool:
+    info = protocol_info(protocol)
+    return info is not None and info.serial_codec is not None and talks_unasked(info.serial_codec)
 
 
 # --- sniff ---------------------------------------------------------------------------------------

@@ -7,12 +7,19 @@ enough for a round trip). The tables stay data in each codec; this is the code, 
 
 A bit's position counts from bit 0 of the word; a table written per byte (byte n, bit b) is
 position 8n + b of the bytes read little-endian (`BitTable.by_byte`, `decode_bytes`).
+
+A bit the table cannot name must not vanish: `with_unknown` says which positions of the word
+are condition bits (protection or warning bits, as opposed to states and switches). A set bit
+there that no row names gives `Protection.UNKNOWN` (or `Alarm.UNKNOWN`) and the name
+`unknown_bit_N` (N its position), so a reserved bit a firmware starts using raises `cutoff`
+with its number instead of being dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Self
 
 from bankwatch.drivers.model import Alarm, Protection
 
@@ -37,10 +44,21 @@ class SetBits:
 
 
 class BitTable:
-    __slots__ = ("bits",)
+    __slots__ = ("bits", "unknown")
 
     def __init__(self, bits: Iterable[Bit]) -> None:
         self.bits = tuple(bits)
+        # (positions, flag): condition bits where an unnamed set bit raises `flag`.
+        self.unknown: tuple[tuple[tuple[int, ...], Protection | Alarm], ...] = ()
+
+    def with_unknown(self, *groups: tuple[Iterable[int], Protection | Alarm]) -> Self:
+        """This table, with the positions where a set bit no row names is reported as `flag`
+        (Protection.UNKNOWN or Alarm.UNKNOWN; see the module docstring)."""
+        named = {b.position for b in self.bits}
+        self.unknown = tuple(
+            (tuple(p for p in positions if p not in named), flag) for positions, flag in groups
+        )
+        return self
 
     @classmethod
     def by_byte(
@@ -74,6 +92,14 @@ class BitTable:
                     protections |= b.protection
                 if b.alarm is not None:
                     alarms |= b.alarm
+        for positions, flag in self.unknown:
+            for position in positions:
+                if word >> position & 1:
+                    names.append(f"unknown_bit_{position}")
+                    if isinstance(flag, Protection):
+                        protections |= flag
+                    else:
+                        alarms |= flag
         return SetBits(protections, alarms, tuple(names))
 
     def decode_bytes(self, data: bytes | bytearray) -> SetBits:
@@ -93,6 +119,11 @@ class BitTable:
             if a is not None and alarms and a in alarms and a not in done_a:
                 word |= 1 << b.position
                 done_a |= a
+        # An unknown condition goes out on the first position no row names.
+        for positions, flag in self.unknown:
+            wanted = protections if isinstance(flag, Protection) else alarms
+            if positions and wanted and flag in wanted:
+                word |= 1 << positions[0]
         return word
 
     def encode_bytes(
@@ -101,5 +132,19 @@ class BitTable:
         return self.encode(protections, alarms).to_bytes(size, "little")
 
     def alarms(self) -> set[Alarm]:
-        """Every alarm some bit stands for."""
-        return {b.alarm for b in self.bits if b.alarm is not None}
+        """Every alarm some bit stands for (an unknown one included, where the table has
+        positions for it)."""
+        found = {b.alarm for b in self.bits if b.alarm is not None}
+        found |= {f for p, f in self.unknown if p and isinstance(f, Alarm)}
+        return found
+
+    def protections(self) -> Protection:
+        """Every protection some bit stands for."""
+        out = Protection.NONE
+        for b in self.bits:
+            if b.protection is not None:
+                out |= b.protection
+        for positions, flag in self.unknown:
+            if positions and isinstance(flag, Protection):
+                out |= flag
+        return out

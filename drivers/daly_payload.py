@@ -131,7 +131,7 @@ FAULTS = BitTable.by_byte(
         (6, 2, "short_circuit", _P.SHORT_CIRCUIT, None),
         (6, 3, "low_voltage_charge_forbidden", None, None),
     )
-)
+).with_unknown((range(56), _P.UNKNOWN))  # failure bytes 0-6; byte 7 is the fault code
 
 
 def _u16(data: bytes, offset: int) -> int:

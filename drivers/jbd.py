@@ -87,7 +87,7 @@ _PROTECTION_BITS = BitTable(
         (11, "front_end_ic_error", Protection.SYSTEM_ERROR),
         (12, "software_mos_lock", Protection.SYSTEM_ERROR),
     )
-)
+).with_unknown((range(16), Protection.UNKNOWN))  # bits 13-15 are reserved
 # 0xAA: protection event counters, in order.
 _COUNTERS = (
     "short_circuit",

@@ -166,7 +166,7 @@ _WARNINGS = BitTable(
         (12, "309_a_protection", None),
         (13, "309_b_protection", None),
     )
-)
+).with_unknown((range(16), Alarm.UNKNOWN))  # bits 14-15 are not documented
 
 
 def _checksum(body: bytes) -> int:

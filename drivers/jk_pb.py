@@ -40,8 +40,8 @@ codec gives `serial` from 86 and `extra["device_name"]` from 46.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from bankwatch.drivers import modbus_rtu
 from bankwatch.drivers.bits import Bit, BitTable
@@ -53,7 +53,7 @@ from bankwatch.drivers.errors import (
     UsageError,
 )
 from bankwatch.drivers.modbus_rtu import crc16
-from bankwatch.drivers.model import Alarm, Protection, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading, merge_readings
 from bankwatch.drivers.uart_common import ascii_field, clamp
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "frame_address",
     "frame_length",
     "is_request",
+    "merge_parts",
     "poll_requests",
 ]
 
@@ -173,8 +174,13 @@ def frame_length(buf: bytes) -> int | None:
         return PAYLOAD_LEN
     if len(buf) < WIRE_LEN:
         return None
-    if _valid_ack(buf[PAYLOAD_LEN + 1 : WIRE_LEN - 1]) and buf[WIRE_LEN - 1] == 0:
+    ack = buf[PAYLOAD_LEN + 1 : WIRE_LEN - 1]
+    if _valid_ack(ack) and buf[WIRE_LEN - 1] == 0:
         return WIRE_LEN
+    if ack[1] == _FC_WRITE_MULTIPLE and buf[WIRE_LEN - 1] == 0:
+        # Framed as the acknowledgement and in its place, but its CRC is wrong: a corrupt
+        # acknowledgement, not a 300-byte frame followed by something else.
+        _check_crc(ack)
     return PAYLOAD_LEN
 
 
@@ -252,18 +258,66 @@ _ALARM_BITS = BitTable(
         (22, "temperature_sensor_anomaly", Protection.SYSTEM_ERROR, None),
         (23, "plc_module_anomaly", Protection.SYSTEM_ERROR, None),
     )
-)
+).with_unknown((range(32), Protection.UNKNOWN))
 # Status temperatures: (presence bit in byte 214, payload offset). T3/T4 sit at 256/258 on
-# every captured unit (the official +6 rule would give 254, which holds a MOSFET copy).
+# every captured unit. Offset 254 (the official +6 rule's T3) is a second MOSFET sensor: equal
+# to the first on some units, 7.6 K apart on firmware 15.38 (aiobmsble's capture), which
+# aiobmsble reports as a MOSFET too; it is not a cell sensor.
 _TEMPS = ((1, 162), (2, 164), (3, 256), (4, 258))
 _MOS_PRESENT = 0x01
+_MOS2 = 254
+# Firmware before 14 has two battery sensors, yet sets every presence bit and sends 0 for T3
+# and T4 (aiobmsble's 11.48 capture); 14.20 is the oldest with four real ones (syssi's).
+_FOUR_SENSORS_SINCE = 14
+# Sensors at exactly 0.0 °C are taken for absent when the real ones read at least this far
+# from 0 °C (no pack is that uneven); nearer 0 °C they may be real.
+_PHANTOM_MARGIN_C = 3.0
+# Status fields beyond the official table (payload offsets, syssi's JK02_32S map; the charge
+# stage checked against aiobmsble's asserted FLOAT and BULK).
+_HEATING_CURRENT = 236
+_CHARGER_PLUGGED = 245
+_BATTERY_TYPE = 275
+_STAGE_TIME = 278
+_STAGE = 280
+_CHARGE_STAGES = {0: "bulk", 1: "absorption", 2: "float"}
+_BATTERY_TYPES = {0: "lfp", 1: "li-ion", 2: "lto"}
+
+
+def _status_temps(d: bytes) -> tuple[float, ...]:
+    sensors = d[214]
+    present = [o for bit, o in _TEMPS if sensors >> bit & 1] if sensors else [162, 164]
+    temps = [_s16(d, o) / 10 for o in present]
+    # T3 and T4 both at exactly 0.0 °C: real only on a day near freezing, not beside warm T1/T2.
+    phantom = (
+        present == [o for _, o in _TEMPS]
+        and _u16(d, 256) == _u16(d, 258) == 0
+        and min(abs(temps[0]), abs(temps[1])) >= _PHANTOM_MARGIN_C
+    )
+    if phantom:
+        temps = temps[:2]
+    return tuple(temps)
+
+
+def _firmware_major(firmware: str | None) -> int | None:
+    head = (firmware or "").split(".", 1)[0].strip().lstrip("Vv")
+    return int(head) if head.isdigit() else None
+
+
+def merge_parts(parts: Sequence[Reading]) -> Reading:
+    """One poll's frames as one Reading. The about frame's firmware decides how many battery
+    sensors the status frame really has (see _FOUR_SENSORS_SINCE)."""
+    out = Reading()
+    for part in parts:
+        out = merge_readings(out, part)
+    major = _firmware_major(out.firmware)
+    if major is not None and major < _FOUR_SENSORS_SINCE and out.temperatures_c:
+        out = replace(out, temperatures_c=out.temperatures_c[:2])
+    return out
 
 
 def _decode_status(d: bytes) -> Reading:
     mask = _u32(d, 70)
     cells = tuple(_u16(d, 6 + 2 * n) / 1000 for n in range(_MAX_CELLS) if mask >> n & 1)
-    sensors = d[214]
-    present = [o for bit, o in _TEMPS if sensors >> bit & 1] if sensors else [162, 164]
     raw_alarms = _u32(d, 166)
     found = _ALARM_BITS.decode(raw_alarms)
     protections, alarms, names = found.protections, found.alarms, found.names
@@ -272,7 +326,7 @@ def _decode_status(d: bytes) -> Reading:
         mosfet_temperature_c=_s16(d, 144) / 10,
         pack_voltage_v=_u32(d, 150) / 1000,
         current_a=_s32(d, 158) / 1000,
-        temperatures_c=tuple(_s16(d, o) / 10 for o in present),
+        temperatures_c=_status_temps(d),
         protections=protections,
         alarms=alarms,
         soc_pct=float(d[173]),
@@ -295,6 +349,12 @@ def _decode_status(d: bytes) -> Reading:
             ("cycle_capacity_ah", _u32(d, 186) / 1000),
             ("runtime_s", _u32(d, 194)),
             ("heater_on", bool(d[215])),
+            ("mosfet_2_temperature_c", _s16(d, _MOS2) / 10),
+            ("heating_current_a", _s16(d, _HEATING_CURRENT) / 1000),
+            ("charger_present", bool(d[_CHARGER_PLUGGED])),
+            ("battery_type", _BATTERY_TYPES.get(d[_BATTERY_TYPE], f"code {d[_BATTERY_TYPE]}")),
+            ("charge_stage", _CHARGE_STAGES.get(d[_STAGE], f"code {d[_STAGE]}")),
+            ("charge_stage_elapsed_s", _u16(d, _STAGE_TIME)),
         ),
     )
 
@@ -466,7 +526,10 @@ def _status(r: Reading) -> Callable[[bytearray], None]:
             )  # fmt: skip
         mos = clamp((r.mosfet_temperature_c or 0.0) * 10, -0x8000, 0x7FFF)
         struct.pack_into("<h", out, 144, mos)
-        struct.pack_into("<h", out, 254, mos)  # where captured units keep a MOSFET copy
+        extra = dict(r.extra)
+        mos2 = _number(extra.get("mosfet_2_temperature_c"))
+        mos2_raw = mos if mos2 is None else clamp(mos2 * 10, -0x8000, 0x7FFF)
+        struct.pack_into("<h", out, _MOS2, mos2_raw)
         volts = r.pack_voltage_v or 0.0
         current = r.current_a or 0.0
         struct.pack_into("<I", out, 150, clamp(volts * 1000, 0, 0xFFFFFFFF))
@@ -486,8 +549,29 @@ def _status(r: Reading) -> Callable[[bytearray], None]:
         out[190] = clamp(r.soh_pct if r.soh_pct is not None else 100, 0, 100)
         out[198] = r.charge_enabled is not False
         out[199] = r.discharge_enabled is not False
+        out[215] = extra.get("heater_on") is True
+        heat_a = _number(extra.get("heating_current_a"))
+        if heat_a is not None:
+            struct.pack_into("<h", out, _HEATING_CURRENT, clamp(heat_a * 1000, -0x8000, 0x7FFF))
+        out[_CHARGER_PLUGGED] = extra.get("charger_present") is True
+        out[_BATTERY_TYPE] = _code_of(_BATTERY_TYPES, extra.get("battery_type"))
+        out[_STAGE] = _code_of(_CHARGE_STAGES, extra.get("charge_stage"))
+        elapsed = _number(extra.get("charge_stage_elapsed_s"))
+        if elapsed is not None:
+            struct.pack_into("<H", out, _STAGE_TIME, clamp(elapsed, 0, 0xFFFF))
 
     return fill
+
+
+def _number(value: object) -> float | None:
+    """An extra's number (a bool is not one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _code_of(table: dict[int, str], name: object) -> int:
+    return next((code for code, text in table.items() if text == name), 0)
 
 
 # What the captured JK-PB2A16S20P is set to, for settings a Reading does not carry.

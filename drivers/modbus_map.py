@@ -126,6 +126,11 @@ class MapEntry:
     field: str | None = None
     extra: str | None = None
     bits: tuple[BitRule, ...] = ()
+    # A list whose length the device states in a register of its own (a cell or sensor count):
+    # only that many of the `count` slots are real, the rest are empty slots, not zeros.
+    length_from: int | None = None
+    # Bits entries: "protection" or "alarm" when a set bit no rule covers is an unknown one.
+    unknown: str | None = None
 
     @property
     def coils(self) -> bool:
@@ -144,6 +149,15 @@ class MapEntry:
             return self.count
         n = self.size_bytes()
         return n if addressing == "byte" else (n + 1) // 2
+
+    def footprint(self, addressing: Addressing) -> tuple[int, int]:
+        """The address units a read must cover to decode the entry: its own, and its length
+        register when it has one (one 16-bit register: 2 units with byte addressing)."""
+        start, end = self.address, self.address + self.span(addressing)
+        if self.length_from is not None:
+            width = 2 if addressing == "byte" else 1
+            start, end = min(start, self.length_from), max(end, self.length_from + width)
+        return start, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,7 @@ class RegisterMap:
     gap_s: float = 0.004
     reply_timeout_s: float = 0.5
     description: str = ""
+    scan_addresses: tuple[int, ...] = ()
 
     @classmethod
     def build(
@@ -182,14 +197,31 @@ class RegisterMap:
         gap_s: float = 0.004,
         reply_timeout_s: float = 0.5,
         description: str = "",
+        scan_addresses: tuple[int, ...] = (),
     ) -> RegisterMap:
         entries = tuple(entries)
         if not entries:
             raise MapError("a map needs at least one entry")
         _check_targets(entries)
+        for e in entries:
+            if e.length_from is not None and (e.field not in TUPLE_FIELDS or e.coils):
+                raise MapError(
+                    f"the entry at 0x{e.address:04X}: length_from belongs to a list of registers "
+                    "(cell_voltages_v, temperatures_c)"
+                )
         blocks = _coalesce(entries, addressing, max_read, max_gap)
         _check_grouped(entries, blocks, addressing)
-        return cls(name, entries, blocks, addressing, baud, gap_s, reply_timeout_s, description)
+        return cls(
+            name,
+            entries,
+            blocks,
+            addressing,
+            baud,
+            gap_s,
+            reply_timeout_s,
+            description,
+            scan_addresses,
+        )
 
     # --- where things are -----------------------------------------------------------------------
 
@@ -204,9 +236,14 @@ class RegisterMap:
             e
             for e in self.entries
             if e.function == function
-            and e.address >= address
-            and e.address + e.span(self.addressing) <= address + units
+            and e.footprint(self.addressing)[0] >= address
+            and e.footprint(self.addressing)[1] <= address + units
         ]
+
+    def offset_of(self, address: int, start: int) -> int:
+        """Byte offset of a register address in a register reply starting at `start`."""
+        delta = address - start
+        return delta if self.addressing == "byte" else 2 * delta
 
     def data_offset(self, entry: MapEntry, start: int) -> int:
         """Byte offset (registers) or bit offset (coils) of `entry` in a reply starting at
@@ -243,9 +280,7 @@ def _coalesce(
         limit_units = (2000 if coils else max_read) * (
             2 if addressing == "byte" and not coils else 1
         )
-        spans = sorted(
-            (e.address, e.address + e.span(addressing)) for e in entries if e.function == function
-        )
+        spans = sorted(e.footprint(addressing) for e in entries if e.function == function)
         start, end = spans[0]
         for a, b in spans[1:]:
             if a - end <= max_gap and max(end, b) - start <= limit_units:
@@ -278,16 +313,18 @@ def _group_keys(entry: MapEntry) -> list[str]:
     """Targets that must be decoded from one reply, or merging readings would lose parts."""
     keys = [entry.field] if entry.field in TUPLE_FIELDS else []
     keys += [r.target for r in entry.bits if r.target in ("protection", "alarm")]
+    keys += [entry.unknown] if entry.unknown else []
     return [k for k in keys if k]
 
 
 def _block_of(entry: MapEntry, blocks: tuple[ReadBlock, ...], addressing: Addressing) -> ReadBlock:
+    start, end = entry.footprint(addressing)
     for block in blocks:
         units = block.count * (2 if addressing == "byte" and not entry.coils else 1)
         if (
             block.function == entry.function
-            and block.address <= entry.address
-            and entry.address + entry.span(addressing) <= block.address + units
+            and block.address <= start
+            and end <= block.address + units
         ):
             return block
     raise AssertionError("coalescing left an entry out")  # pragma: no cover
@@ -379,9 +416,13 @@ class _Accumulator:
         return replace(Reading(), **changes)
 
 
-def _apply_value(acc: _Accumulator, entry: MapEntry, values: list[int | float]) -> None:
+def _apply_value(
+    acc: _Accumulator, entry: MapEntry, values: list[int | float], limit: int | None = None
+) -> None:
     name = entry.field or entry.extra
     assert name is not None
+    if limit is not None:
+        values = values[: max(0, limit)]
     kept = [v for v in values if not (isinstance(v, int) and v in entry.ignore)]
     if entry.field in TUPLE_FIELDS:
         acc.lists.setdefault(name, []).extend(float(_scaled(entry, v)) for v in kept)
@@ -413,9 +454,36 @@ def _apply_bits(acc: _Accumulator, entry: MapEntry, raw: int) -> None:
             acc.values[rule.name] = hit
         else:
             acc.extra[rule.name] = hit
+    unnamed = raw & ~_covered(entry) & ((1 << _width(entry)) - 1)
+    if entry.unknown and unnamed:
+        names = [f"unknown_bit_{entry.address}.{i}" for i in range(32) if unnamed >> i & 1]
+        if entry.unknown == "protection":
+            acc.protections = (acc.protections or Protection.NONE) | Protection.UNKNOWN
+            key = "protections_active"
+        else:
+            acc.alarms = (acc.alarms or Alarm.NONE) | Alarm.UNKNOWN
+            key = "alarms_active"
+        before = acc.extra.get(key)
+        acc.extra[key] = ",".join([str(before), *names] if before else names)
 
 
-def _decode_entry(acc: _Accumulator, entry: MapEntry, data: bytes, offset: int) -> None:
+def _covered(entry: MapEntry) -> int:
+    out = 0
+    for rule in entry.bits:
+        out |= rule.mask
+    return out
+
+
+def _width(entry: MapEntry) -> int:
+    """Bits an integer entry holds (a coil entry: its coils)."""
+    if entry.coils:
+        return entry.count
+    return 16 if entry.type == "bits" else 8 * _SIZE[entry.type]
+
+
+def _decode_entry(
+    acc: _Accumulator, entry: MapEntry, data: bytes, offset: int, limit: int | None = None
+) -> None:
     if entry.coils:
         raw: int | float = _coil_value(entry, data, offset)
         values: list[int | float] = [raw]
@@ -436,7 +504,7 @@ def _decode_entry(acc: _Accumulator, entry: MapEntry, data: bytes, offset: int) 
         assert isinstance(first, int)
         _apply_bits(acc, entry, first)
     else:
-        _apply_value(acc, entry, values)
+        _apply_value(acc, entry, values, limit)
 
 
 class RegisterMapCodec:
@@ -449,6 +517,8 @@ class RegisterMapCodec:
         self.DEFAULT_BAUD = register_map.baud
         self.GAP_S = register_map.gap_s
         self.REPLY_TIMEOUT_S = register_map.reply_timeout_s
+        # Tried by `bankwatch scan` besides 0-15.
+        self.SCAN_ADDRESSES = register_map.scan_addresses
 
     @staticmethod
     def frame_length(buf: bytes) -> int | None:
@@ -520,7 +590,13 @@ class RegisterMapCodec:
         acc = _Accumulator()
         for entry in inside:
             if all(k in complete for k in _group_keys(entry)):
-                _decode_entry(acc, entry, reply.data, self.map.data_offset(entry, req.address))
+                limit = None
+                if entry.length_from is not None:
+                    at = self.map.offset_of(entry.length_from, req.address)
+                    limit = int.from_bytes(reply.data[at : at + 2], "big")
+                _decode_entry(
+                    acc, entry, reply.data, self.map.data_offset(entry, req.address), limit
+                )
         return acc.reading()
 
     def _list_start(self, entry: MapEntry) -> int:
@@ -552,6 +628,12 @@ class RegisterMapCodec:
             image[offset : offset + len(chunk)] = _merge_bits(
                 bytes(image[offset : offset + len(chunk)]), chunk, entry
             )
+            if entry.length_from is not None:
+                # The device states how many slots of the list are real.
+                items = getattr(reading, entry.field or "") or ()
+                n = min(max(len(items) - self._list_start(entry), 0), entry.count)
+                at = self.map.offset_of(entry.length_from, req.address)
+                image[at : at + 2] = n.to_bytes(2, "big")
         regs = [int.from_bytes(image[i : i + 2], "big") for i in range(0, len(image), 2)]
         return modbus_rtu.encode_read_reply(req.slave, req.function, regs)
 
@@ -598,6 +680,11 @@ def _encode_raw_int(entry: MapEntry, reading: Reading) -> int:
             want = _rule_state(rule, reading)
             if want != rule.invert:
                 raw |= rule.mask & -rule.mask  # the rule's lowest bit says it
+        unnamed = ~_covered(entry) & ((1 << _width(entry)) - 1)
+        flags = reading.protections if entry.unknown == "protection" else reading.alarms
+        unknown = Protection.UNKNOWN if entry.unknown == "protection" else Alarm.UNKNOWN
+        if entry.unknown and unnamed and flags is not None and unknown in flags:
+            raw |= unnamed & -unnamed  # the first bit no rule covers
         return raw
     value = _reading_value(entry, reading)
     if value is None or isinstance(value, str | tuple):

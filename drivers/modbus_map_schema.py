@@ -16,6 +16,7 @@ drivers/maps/. A map file looks like:
     word_order = "big"         # "little": low word first in 32-bit values
     max_read = 125             # registers per read when coalescing
     max_gap = 0                # unmapped registers a read may span to join two entries
+    scan_addresses = [247]     # addresses `bankwatch scan` tries besides 0-15
 
     [[entries]]
     function = 4               # 1/2 coils/discrete inputs, 3 holding, 4 input registers
@@ -30,6 +31,13 @@ drivers/maps/. A map file looks like:
     type = "bits"
     count = 2
     bits = [{ bit = 0, field = "discharge_enabled" }, { bit = 1, field = "charge_enabled" }]
+
+    [[entries]]
+    address = 5018
+    type = "s16"
+    count = 16                 # 16 slots ...
+    length_from = 5017         # ... of which the register 5017 says how many are real
+    field = "temperatures_c"
 
 Validation is pydantic (frozen, extra="forbid") plus the map-level checks of
 bankwatch.drivers.modbus_map (one home per value, lists in one read); every problem names the
@@ -145,9 +153,15 @@ class MapEntryConfig(_Strict):
     shift: Annotated[int, Field(ge=0, le=31)] = 0
     # Raw values that mean "no value" (0x0AAB for an unused Seplos sensor); dropped from lists.
     ignore: list[int] = Field(default_factory=list)
+    # Lists only: the register (u16) where the device says how many of the `count` slots are
+    # real (Renogy's cell and sensor counts); the slots after that are empty, not zeros.
+    length_from: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
     field: str | None = None
     extra: str | None = None
     bits: list[BitRuleConfig] | None = None
+    # A bits entry that is a word of conditions: a set bit no rule covers is an unknown
+    # protection (or alarm), surfaced with its number instead of dropped.
+    unknown: Literal["protection", "alarm"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> MapEntryConfig:
@@ -159,6 +173,8 @@ class MapEntryConfig(_Strict):
             raise ValueError('coils (function 1 or 2) are read as type "bits", and only they are')
         if self.type == "bits" and self.bits is None:
             raise ValueError('type "bits" needs bits = [...] rules')
+        if self.unknown is not None and self.bits is None:
+            raise ValueError("unknown belongs to an entry of bits = [...] rules")
         if self.bits is not None and self.type in ("f32", "str"):
             raise ValueError(f"bit rules need an integer type, not {self.type!r}")
         if self.scale == 0:
@@ -169,6 +185,10 @@ class MapEntryConfig(_Strict):
             self._check_field(self.field)
         if self.count > 1 and self.type not in ("str", "bits") and self.field not in TUPLE_FIELDS:
             raise ValueError("count > 1 needs a list field (cell_voltages_v, temperatures_c)")
+        if self.length_from is not None and (self.field not in TUPLE_FIELDS or coils):
+            raise ValueError(
+                "length_from belongs to a list of registers (cell_voltages_v, temperatures_c)"
+            )
         return self
 
     def _check_field(self, name: str) -> None:
@@ -199,6 +219,8 @@ class ModbusMapConfig(_Strict):
     word_order: Order = "big"
     max_read: Annotated[int, Field(ge=1, le=125)] = 125
     max_gap: Annotated[int, Field(ge=0, le=250)] = 0
+    # Addresses `bankwatch scan` tries besides 0-15 (a maker's factory default, such as 247).
+    scan_addresses: list[Annotated[int, Field(ge=1, le=247)]] = Field(default_factory=list)
     entries: Annotated[list[MapEntryConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -227,6 +249,8 @@ def compile_map(config: ModbusMapConfig, name: str) -> RegisterMap:
             mask=e.mask,
             shift=e.shift,
             ignore=frozenset(e.ignore),
+            length_from=e.length_from,
+            unknown=e.unknown,
             field=e.field,
             extra=e.extra,
             bits=tuple(r.compile() for r in e.bits or ()),
@@ -244,6 +268,7 @@ def compile_map(config: ModbusMapConfig, name: str) -> RegisterMap:
             gap_s=config.gap_s,
             reply_timeout_s=config.reply_timeout_s,
             description=config.description,
+            scan_addresses=tuple(config.scan_addresses),
         )
     except MapError as exc:
         raise ConfigError(f"modbus map {name!r}", [str(exc)]) from None

@@ -36,6 +36,9 @@ class Protection(enum.Flag):
     UNDER_TEMPERATURE = enum.auto()
     SHORT_CIRCUIT = enum.auto()
     SYSTEM_ERROR = enum.auto()
+    # A protection bit the codec cannot name: still a protection (it raises `cutoff`); its
+    # number is in the reading's `protections_active` ("unknown_bit_N").
+    UNKNOWN = enum.auto()
 
 
 class Alarm(enum.Flag):
@@ -52,6 +55,8 @@ class Alarm(enum.Flag):
     # SMA/Victron-profile CAN (0x35A) warns of these too.
     CELL_IMBALANCE = enum.auto()
     SYSTEM = enum.auto()
+    # A warning bit the codec cannot name; its number is in `alarms_active`.
+    UNKNOWN = enum.auto()
 
 
 def flag_names(flags: enum.Flag | None) -> list[str]:

@@ -150,11 +150,37 @@ def _sma_tables(kind: type[Protection] | type[Alarm]) -> tuple[tuple[int, ...], 
             for raw in range(256):
                 if (raw >> (2 * pair)) & 0b11 == 0b01:
                     out[pos][raw] |= flag.value
+    # A pair no row names reading `01`: an unknown protection (bytes 0-3) or warning (4-7).
+    named = {(byte, pair) for byte, pair, _, _ in _SMA_PAIRS}
+    unknown = Protection.UNKNOWN if kind is Protection else Alarm.UNKNOWN
+    for pos in range(4) if kind is Protection else range(4, 8):
+        for pair in range(4):
+            if (pos % 4, pair) in named:
+                continue
+            for raw in range(256):
+                if (raw >> (2 * pair)) & 0b11 == 0b01:
+                    out[pos][raw] |= unknown.value
     return tuple(tuple(t) for t in out)
 
 
-_P359 = _masks((b, 1 << bit, f.value) for b, bit, f in _PROTECTION_BITS)
-_A359 = _masks((b, 1 << bit, f.value) for b, bit, f in _ALARM_BITS)
+def _unnamed(table: Iterable[tuple[int, int, object]], byte_range: range) -> list[tuple[int, int]]:
+    """(byte, bit) of the bits no row of `table` names, in `byte_range`."""
+    named = {(byte, bit) for byte, bit, _ in table}
+    return [(b, bit) for b in byte_range for bit in range(8) if (b, bit) not in named]
+
+
+# A bit of a protection byte (0-1) or an alarm byte (2-3) that no row names is an unknown
+# protection or warning: surfaced, not dropped (bankwatch.drivers.bits).
+_UNNAMED_P359 = _unnamed(_PROTECTION_BITS, range(2))
+_UNNAMED_A359 = _unnamed(_ALARM_BITS, range(2, 4))
+_P359 = _masks(
+    [(b, 1 << bit, f.value) for b, bit, f in _PROTECTION_BITS]
+    + [(b, 1 << bit, Protection.UNKNOWN.value) for b, bit in _UNNAMED_P359]
+)
+_A359 = _masks(
+    [(b, 1 << bit, f.value) for b, bit, f in _ALARM_BITS]
+    + [(b, 1 << bit, Alarm.UNKNOWN.value) for b, bit in _UNNAMED_A359]
+)
 _P35A = _sma_tables(Protection)
 _A35A = _sma_tables(Alarm)
 
@@ -245,7 +271,20 @@ def _decode_359(data: bytes) -> Fields:
     }
     if len(data) >= 5:
         out["modules_online"] = data[4]
+    unknown = _unknown_359(data)
+    if unknown:
+        out["extra"] = unknown
     return out
+
+
+def _unknown_359(data: bytes) -> tuple[tuple[str, str], ...]:
+    """The numbers (8 x byte + bit) of set bits no row names, as the other codecs give them."""
+    out = []
+    for key, cells in (("protections_active", _UNNAMED_P359), ("alarms_active", _UNNAMED_A359)):
+        names = [f"unknown_bit_{8 * b + bit}" for b, bit in cells if data[b] >> bit & 1]
+        if names:
+            out.append((key, ",".join(names)))
+    return tuple(out)
 
 
 def _decode_35a(data: bytes) -> Fields:

@@ -419,7 +419,7 @@ _PYLON_STATUS1 = BitTable.of_flags(
         (0, 6, Protection.OVER_TEMPERATURE),  # charge over-temperature
         (0, 7, Protection.CELL_UNDERVOLTAGE),  # module under-voltage
     )
-)
+).with_unknown((range(8), Protection.UNKNOWN))  # status 1 bit 3 is unused
 _CHARGE_FET = 0x02  # status 2
 _DISCHARGE_FET = 0x04
 
@@ -490,16 +490,24 @@ def _pylon_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     cell_errors = status[3] | status[4] << 8
     if cell_errors:
         extra.append(("cell_error_bits", cell_errors))
+    found = _PYLON_STATUS1.decode_bytes(bytes(status))
+    extra += _unknown_names("protections_active", found.names)
     p.done()
     return [
         Reading(
-            protections=_PYLON_STATUS1.decode_bytes(bytes(status)).protections,
+            protections=found.protections,
             alarms=_states_to_alarms(cells, temps, charge, voltage, discharge),
             charge_enabled=bool(status[1] & _CHARGE_FET),
             discharge_enabled=bool(status[1] & _DISCHARGE_FET),
             extra=tuple(extra),
         )
     ]
+
+
+def _unknown_names(key: str, names: Sequence[str]) -> list[tuple[str, float | int | str | bool]]:
+    """The numbers of the set bits a table cannot name, as `key` (empty when none)."""
+    unknown = [n for n in names if n.startswith("unknown_bit_")]
+    return [(key, ",".join(unknown))] if unknown else []
 
 
 def _pylon_alarm_encode(r: Reading, address: int) -> bytes:
@@ -709,7 +717,7 @@ _SEPLOS_PROTECTIONS = BitTable.of_flags(
         (4, 4, Protection.DISCHARGE_OVERCURRENT),  # transient over-current
         (4, 5, Protection.SHORT_CIRCUIT),
     )
-)
+).with_unknown((range(8), Protection.UNKNOWN))  # event 1: sensor and switch faults
 _SEPLOS_ALARMS = BitTable.of_flags(
     (
         (1, 0, Alarm.CELL_HIGH_VOLTAGE),
@@ -740,13 +748,15 @@ def _seplos_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     alarms = _states_to_alarms(cells, temps, 0, voltage, None)
     alarms |= _SEPLOS_ALARMS.decode_bytes(bytes(events)).alarms
     onoff = events[_SEPLOS_ONOFF]
+    found = _SEPLOS_PROTECTIONS.decode_bytes(bytes(events))
     p.done()
     return [
         Reading(
-            protections=_SEPLOS_PROTECTIONS.decode_bytes(bytes(events)).protections,
+            protections=found.protections,
             alarms=alarms,
             discharge_enabled=bool(onoff & 0x01),
             charge_enabled=bool(onoff & 0x02),
+            extra=tuple(_unknown_names("protections_active", found.names)),
         )
     ]
 
@@ -772,10 +782,42 @@ _PACE_T_OFFSET = 2730
 _PACE_CONSTANT = 0x03
 
 
-def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
-    p = _Info(info)
-    p.u8("flag")
-    p.u8("bus id")
+# After a pack's design capacity some firmware appends a tail: its own SOC (1 byte), then
+# cumulative charged and discharged capacity (4 bytes each) and SOH (1 byte) as far as the tail
+# reaches (the Gobel/Pace add-on's reading; a real three-pack capture carries the SOC alone).
+_PACE_TAIL_SOC = 0
+_PACE_TAIL_SOH = 9
+_PACE_MAX_TAIL = 64
+_PACE_FIXED = 13  # current, voltage, remaining, item count, full, cycles, design
+
+
+def _pace_pack_end(info: bytes, start: int) -> int | None:
+    """Where the pack starting at `start` ends before its tail; None past the INFO's end."""
+    pos = start
+    for _ in range(2):  # the cell list, then the temperature list
+        if pos >= len(info):
+            return None
+        pos += 1 + 2 * info[pos]
+    pos += _PACE_FIXED
+    return pos if pos <= len(info) else None
+
+
+def _pace_tail(info: bytes, start: int, packs: int) -> int:
+    """The tail length every pack carries: the one that makes `packs` packs fill the INFO."""
+    for tail in range(_PACE_MAX_TAIL + 1):
+        pos: int | None = start
+        for _ in range(packs):
+            end = _pace_pack_end(info, pos) if pos is not None else None
+            pos = None if end is None else end + tail
+        if pos == len(info):
+            return tail
+    raise FrameLengthError(
+        f"INFO is {len(info)} bytes: {packs} pack(s) of this layout, with any tail of up to "
+        f"{_PACE_MAX_TAIL} bytes after each, do not fill it (a reply of another variant?)"
+    )
+
+
+def _pace_pack(p: _Info, tail: int) -> Reading:
     cells = _read_cells(p)
     temps = _read_temps(p, p.u8("temperature count"), _PACE_T_OFFSET)
     current = p.s16("current") / 100
@@ -785,22 +827,55 @@ def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
     full = p.u16("full capacity") / 100
     cycles = p.u16("cycles")
     design = p.u16("design capacity") / 100
-    cell_sensors = slice(0, 4)
-    p.done()
-    return [
-        Reading(
-            pack_voltage_v=voltage,
-            current_a=current,
-            soc_pct=_soc(remaining, full),
-            soh_pct=min(100.0, round(full / design * 100, 1)) if design > 0 else None,
-            remaining_ah=remaining,
-            full_charge_ah=full,
-            design_ah=design,
-            cycles=cycles,
-            cell_voltages_v=cells or None,
-            **_temperature_fields(temps, cell_sensors),
-        )
-    ]
+    extra = p.take(tail, "pack tail")
+    soc = _soc(remaining, full)
+    soh = min(100.0, round(full / design * 100, 1)) if design > 0 else None
+    # The BMS's own figures where its tail carries them.
+    if len(extra) > _PACE_TAIL_SOC:
+        soc = float(extra[_PACE_TAIL_SOC])
+    if len(extra) > _PACE_TAIL_SOH:
+        soh = float(extra[_PACE_TAIL_SOH])
+    return Reading(
+        pack_voltage_v=voltage,
+        current_a=current,
+        soc_pct=soc,
+        soh_pct=soh,
+        remaining_ah=remaining,
+        full_charge_ah=full,
+        design_ah=design,
+        cycles=cycles,
+        cell_voltages_v=cells or None,
+        **_temperature_fields(temps, slice(0, 4)),
+    )
+
+
+def _pace_analog(info: bytes, ctx: _Ctx) -> list[Reading]:
+    """One pack, or with request INFO 0xFF the whole stack: the byte after the flag is then
+    the number of packs that follow."""
+    p = _Info(info)
+    p.u8("flag")
+    second = p.u8("bus id")
+    if ctx.command == 0xFF:
+        if second < 1:
+            raise FrameLengthError("a stack reply with no pack in it")
+        counts = [second]
+    elif second >= 2 and second != ctx.address:
+        # Some stack masters answer a request for one pack with the whole stack: the second
+        # byte is then their pack count, not the address asked.
+        counts = [second, 1]
+    else:
+        counts = [1, second] if second >= 2 else [1]
+    error: FrameLengthError | None = None
+    for packs in counts:
+        try:
+            tail = _pace_tail(info, p.pos, packs)
+        except FrameLengthError as exc:
+            error = error or exc
+            continue
+        out = [_pace_pack(p, tail) for _ in range(packs)]
+        p.done()
+        return out
+    raise error if error is not None else FrameLengthError("no pack layout fits the INFO")
 
 
 def _pace_analog_encode(r: Reading, address: int) -> bytes:
@@ -837,6 +912,8 @@ _PACE_PROTECTIONS = BitTable.of_flags(
         (4, 4, Protection.SYSTEM_ERROR),  # cell
         (4, 5, Protection.SYSTEM_ERROR),  # sampling
     )
+).with_unknown(  # protection 1 and 2, fault: every bit is a condition
+    ([*range(0, 16), *range(32, 40)], Protection.UNKNOWN)
 )
 _PACE_ALARMS = BitTable.of_flags(
     (
@@ -854,7 +931,7 @@ _PACE_ALARMS = BitTable.of_flags(
         (8, 5, Alarm.LOW_TEMPERATURE),
         (8, 6, Alarm.HIGH_TEMPERATURE),
     )
-)
+).with_unknown((range(56, 72), Alarm.UNKNOWN))  # warning 1 and 2
 _PACE_SYSTEM = 2  # b1 charge MOSFET on, b2 discharge MOSFET on, b3 discharging, b5 charging
 
 
@@ -870,13 +947,19 @@ def _pace_alarm(info: bytes, ctx: _Ctx) -> list[Reading]:
     status = p.take(9, "protection, status, fault and warning bytes")
     alarms = _states_to_alarms(cells, temps, charge, voltage, discharge)
     system = status[_PACE_SYSTEM]
+    found = _PACE_PROTECTIONS.decode_bytes(bytes(status))
+    warnings = _PACE_ALARMS.decode_bytes(bytes(status))
     p.done()
     return [
         Reading(
-            protections=_PACE_PROTECTIONS.decode_bytes(bytes(status)).protections,
-            alarms=alarms | _PACE_ALARMS.decode_bytes(bytes(status)).alarms,
+            protections=found.protections,
+            alarms=alarms | warnings.alarms,
             charge_enabled=bool(system & 0x02),
             discharge_enabled=bool(system & 0x04),
+            extra=tuple(
+                _unknown_names("protections_active", found.names)
+                + _unknown_names("alarms_active", warnings.names)
+            ),
         )
     ]
 
@@ -1008,15 +1091,27 @@ def _eg4_status(info: bytes, ctx: _Ctx) -> list[Reading]:
     fet = p.u8("FET status")
     p.u8("system status")
     p.u32("balancing bits")
-    # The event bit tables are not documented well enough to name protections: raw, when set.
+    # The event bit tables are not documented well enough to name protections: raw, when set,
+    # and each set bit of a condition word surfaced as an unknown warning with its number.
     p.done(1)
+    unknown = [
+        f"{key.removesuffix('_bits')}_bit_{bit}"
+        for key, value in events
+        if key != "balance_event_bits"
+        for bit in range(16)
+        if value >> bit & 1
+    ]
+    alarms = _states_to_alarms(cells, temps, 0, voltage, None)
+    if unknown:
+        alarms |= Alarm.UNKNOWN
     return [
         Reading(
             # The one current state does not say which direction: left out.
-            alarms=_states_to_alarms(cells, temps, 0, voltage, None),
+            alarms=alarms,
             discharge_enabled=bool(fet & 0x01),
             charge_enabled=bool(fet & 0x02),
-            extra=tuple((k, v) for k, v in events if v),
+            extra=tuple((k, v) for k, v in events if v)
+            + ((("alarms_active", ",".join(unknown)),) if unknown else ()),
         )
     ]
 
@@ -1146,7 +1241,8 @@ class RS485Variant:
         cmd = self.commands.get(q.cid2)
         if cmd is None:
             raise UnknownCommandError(self._unknown(q.cid2))
-        if f.adr != q.adr:
+        # A stack request (INFO 0xFF) is answered by the master under its own address.
+        if f.adr != q.adr and q.info[:1] != b"\xff":
             raise FrameError(f"reply from address {f.adr}, its request was to address {q.adr}")
         command = q.info[0] if q.info else None
         return f, cmd, _Ctx(q.adr, command)

@@ -23,12 +23,14 @@ from bankwatch.drivers import (
     pylontech_can,
     pylontech_rs485,
     seplos_v3,
+    vedirect,
 )
 from bankwatch.drivers.modbus_map import RegisterMapCodec
 from bankwatch.drivers.model import Reading
 from bankwatch.drivers.serial_codec import SerialCodec
 
 __all__ = [
+    "MAP_PREFIX",
     "PROTOCOLS",
     "CanDecoder",
     "CanDriver",
@@ -39,6 +41,7 @@ __all__ = [
     "can_protocols",
     "protocol_info",
     "serial_codec_for",
+    "serial_codecs",
     "serial_protocols",
 ]
 
@@ -189,6 +192,12 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
             "JK-PB inverter BMS (0x55AA frames of its bus-master protocol, 115200 baud); "
             "address = DIP switch 1-15 (0 makes a pack the bus master: listen instead)",
         ),
+        _serial(
+            vedirect,
+            "Victron VE.Direct text protocol (19200 baud): a SmartShunt or BMV battery monitor "
+            "as the bank's meter; it talks unasked, so its line only listens",
+            addressing="broadcast",
+        ),
         ProtocolInfo(
             name="modbus-map",
             link_kind="serial",
@@ -200,7 +209,15 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
 }
 
 
+# `bankwatch decode`, `scan` and `sniff` name a shipped register map as a protocol of its own:
+# "modbus-map:renogy-smart-lfp" is protocol "modbus-map" with map "renogy-smart-lfp".
+MAP_PREFIX = "modbus-map:"
+
+
 def protocol_info(name: str) -> ProtocolInfo | None:
+    """The row of a protocol, or of "modbus-map" for a "modbus-map:MAP" name."""
+    if name.startswith(MAP_PREFIX):
+        return PROTOCOLS.get("modbus-map")
     return PROTOCOLS.get(name)
 
 
@@ -240,3 +257,14 @@ def can_protocols() -> dict[str, ProtocolInfo]:
 def serial_protocols() -> dict[str, SerialCodec]:
     """Every serial protocol's codec, by name (for decode, scan and sniff)."""
     return {n: p.serial_codec for n, p in PROTOCOLS.items() if p.serial_codec is not None}
+
+
+def serial_codecs() -> dict[str, SerialCodec]:
+    """Every serial protocol's codec and every shipped register map's, by the name decode,
+    scan and sniff take ("modbus-map:NAME" for a map)."""
+    from bankwatch.drivers.modbus_map_schema import SHIPPED_MAPS
+
+    out = serial_protocols()
+    for path in sorted(SHIPPED_MAPS.glob("*.toml")):
+        out[MAP_PREFIX + path.stem] = _map_codec(path.stem, {}, None)
+    return out

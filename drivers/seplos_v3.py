@@ -17,9 +17,17 @@ Each pack answers at its DIP address (1..15) with three blocks:
 The master pack (address 0) also serves the bank's aggregates:
 
     EIA  FC 0x04  0x2000  26 registers  32-bit values LOW WORD FIRST: voltage 10 mV, current
-                                        0.1 A, remaining 10 mAh, total capacity 10 mAh ...;
-                                        reg 22 pack count, 23 cycles, 24 SOC 0.1 %, 25 SOH 0.1 %
-    EIB  FC 0x04  0x2100  22 registers  reg 10: average cell temperature 0.1 °C (aiobmsble)
+                                        0.1 A, remaining / total capacity 10 mAh, total
+                                        discharged 10 Ah, rated capacity 10 mAh, online and
+                                        protected pack bits, max discharge / charge current
+                                        0.1 A; reg 20/21 suggested pack OV/UV 0.1 V, 22 pack
+                                        count, 23 cycles, 24 SOC 0.1 %, 25 SOH 0.1 %
+    EIB  FC 0x04  0x2100  22 registers  max / min cell mV and their cell ids, max / min pack
+                                        voltage 10 mV and their pack ids, max / min / average
+                                        cell temperature and the cells holding the extremes
+
+The EIA/EIB layout is the XZH "BMS Modbus-RTU Protocol" table (in syssi/esphome-seplos-bms
+docs/), checked against a SG16S200A master's reply and aiobmsble's two-pack system.
     EIC  FC 0x01  0x2200  0x50 coils    byte 7: b0 discharge FET, b1 charge FET,
                                         b2 current-limit FET, b3 heater
 
@@ -35,6 +43,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from bankwatch.drivers import modbus_rtu
+from bankwatch.drivers.bits import BitTable
 from bankwatch.drivers.errors import FrameError
 from bankwatch.drivers.modbus_rtu import (
     ExceptionReply,
@@ -43,7 +52,7 @@ from bankwatch.drivers.modbus_rtu import (
     ReadReply,
     ReadRequest,
 )
-from bankwatch.drivers.model import Alarm, Reading
+from bankwatch.drivers.model import Alarm, Protection, Reading
 
 __all__ = [
     "BLOCKS",
@@ -219,23 +228,108 @@ _PIC_ALARMS: Final[tuple[tuple[tuple[int, ...], Alarm], ...]] = (
 _PIC_BALANCING: Final = (6, 7)
 _PIC_FET_BYTE: Final = 15
 _PIC_HARD_FAULT_BYTE: Final = 17
+
+# The six event-code bytes (XZH tables TB02, TB03, TB04, TB05, TB16, TB06), the same in a
+# pack's PIC (from byte 9, coil 0x1248) and the master's EIC (from byte 1, coil 0x2208):
+# (byte, bit, name, protection, alarm). Bits the table reserves are condition bits too: a
+# firmware that starts using one is surfaced as unknown, not dropped.
+_P = Protection
+_A = Alarm
+_EVENT_ROWS: Final[tuple[tuple[int, int, str, Protection | None, Alarm | None], ...]] = (
+    (0, 0, "cell_high_voltage_alarm", None, _A.CELL_HIGH_VOLTAGE),
+    (0, 1, "cell_overvoltage_protection", _P.CELL_OVERVOLTAGE, None),
+    (0, 2, "cell_low_voltage_alarm", None, _A.CELL_LOW_VOLTAGE),
+    (0, 3, "cell_undervoltage_protection", _P.CELL_UNDERVOLTAGE, None),
+    (0, 4, "pack_high_voltage_alarm", None, _A.CELL_HIGH_VOLTAGE),
+    (0, 5, "pack_overvoltage_protection", _P.CELL_OVERVOLTAGE, None),
+    (0, 6, "pack_low_voltage_alarm", None, _A.CELL_LOW_VOLTAGE),
+    (0, 7, "pack_undervoltage_protection", _P.CELL_UNDERVOLTAGE, None),
+    (1, 0, "charge_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (1, 1, "charge_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (1, 2, "charge_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (1, 3, "charge_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (1, 4, "discharge_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (1, 5, "discharge_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (1, 6, "discharge_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (1, 7, "discharge_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (2, 0, "environment_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (2, 1, "environment_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (2, 2, "environment_low_temperature_alarm", None, _A.LOW_TEMPERATURE),
+    (2, 3, "environment_under_temperature_protection", _P.UNDER_TEMPERATURE, None),
+    (2, 4, "power_high_temperature_alarm", None, _A.HIGH_TEMPERATURE),
+    (2, 5, "power_over_temperature_protection", _P.OVER_TEMPERATURE, None),
+    (2, 6, "cell_low_temperature_heating", None, None),  # a state, not a condition
+    (3, 0, "charge_current_alarm", None, _A.CHARGE_HIGH_CURRENT),
+    (3, 1, "charge_overcurrent_protection", _P.CHARGE_OVERCURRENT, None),
+    (3, 2, "charge_overcurrent_protection_2", _P.CHARGE_OVERCURRENT, None),
+    (3, 3, "discharge_current_alarm", None, _A.DISCHARGE_HIGH_CURRENT),
+    (3, 4, "discharge_overcurrent_protection", _P.DISCHARGE_OVERCURRENT, None),
+    (3, 5, "discharge_overcurrent_protection_2", _P.DISCHARGE_OVERCURRENT, None),
+    (3, 6, "output_short_circuit_protection", _P.SHORT_CIRCUIT, None),
+    (4, 0, "output_short_latch_up", _P.SHORT_CIRCUIT, None),
+    (4, 2, "charge_overcurrent_latch_up", _P.CHARGE_OVERCURRENT, None),
+    (4, 3, "discharge_overcurrent_latch_up", _P.DISCHARGE_OVERCURRENT, None),
+    (5, 2, "soc_alarm", None, None),
+    # The pack is empty enough that the BMS has opened its switch.
+    (5, 3, "soc_protection", _P.CELL_UNDERVOLTAGE, None),
+    (5, 4, "cell_difference_alarm", None, _A.CELL_IMBALANCE),
+)
+# One table per event byte: the simulator sets, in each byte, the first bit of each condition
+# (as the register-map codec does per entry).
+_EVENTS: Final = tuple(
+    BitTable.by_byte(row for row in _EVENT_ROWS if row[0] == byte).with_unknown(
+        (range(8 * byte, 8 * byte + 8), _P.UNKNOWN)
+    )
+    for byte in range(6)
+)
+_EVENT_BYTES: Final = 6
+_PIC_EVENTS: Final = 9
+_EIC_EVENTS: Final = 1
+
+
+def _events(data: bytes, start: int) -> tuple[Protection, Alarm, str]:
+    word = int.from_bytes(data[start : start + _EVENT_BYTES], "little")
+    protections, alarms = Protection.NONE, Alarm.NONE
+    names: list[str] = []
+    for table in _EVENTS:
+        found = table.decode(word)
+        protections |= found.protections
+        alarms |= found.alarms
+        # The flags name the rest; a bit the table reserves is named by its number.
+        names += [n for n in found.names if n.startswith("unknown_bit_")]
+    return protections, alarms, ",".join(names)
+
+
+def _encode_events(out: bytearray, start: int, r: Reading) -> None:
+    word = 0
+    protections = r.protections
+    for table in _EVENTS:
+        bits = table.encode(protections, r.alarms)
+        if protections is not None and bits & ~table.encode(protections & ~_P.UNKNOWN, r.alarms):
+            protections &= ~_P.UNKNOWN  # one unknown bit says it; the first free one
+        word |= bits
+    out[start : start + _EVENT_BYTES] = word.to_bytes(_EVENT_BYTES, "little")
+
+
 _FET_DISCHARGE: Final = 0x01
 _FET_CHARGE: Final = 0x02
 
 
 def _decode_pic(data: bytes) -> Reading:
-    alarms = Alarm.NONE
+    protections, alarms, names = _events(data, _PIC_EVENTS)
     for byte_indexes, flag in _PIC_ALARMS:
         if _any_bit(data, byte_indexes):
             alarms |= flag
     fets = data[_PIC_FET_BYTE]
     return Reading(
+        protections=protections,
         alarms=alarms,
         discharge_enabled=bool(fets & _FET_DISCHARGE),
         charge_enabled=bool(fets & _FET_CHARGE),
         extra=(
             ("balancing", _any_bit(data, _PIC_BALANCING)),
             ("hard_fault", bool(data[_PIC_HARD_FAULT_BYTE])),
+            *((("protections_active", names),) if names else ()),
         ),
     )
 
@@ -250,6 +344,7 @@ def _encode_pic(r: Reading) -> bytes:
     for byte_indexes, flag in _PIC_ALARMS:
         if r.alarms is not None and flag in r.alarms:
             out[byte_indexes[0]] = 0x01
+    _encode_events(out, _PIC_EVENTS, r)
     out[_PIC_FET_BYTE] = (_FET_DISCHARGE if r.discharge_enabled is not False else 0) | (
         _FET_CHARGE if r.charge_enabled is not False else 0
     )
@@ -257,41 +352,111 @@ def _encode_pic(r: Reading) -> bytes:
 
 
 def _decode_eia(regs: tuple[int, ...]) -> Reading:
-    # Registers 8-9 repeat the pack's "total discharge capacity", 10-21 are not documented.
+    """The bank: the XZH table's EIA (0x2000-0x2019), 32-bit values low word first. Packs
+    are counted online from their flag bits; the rest of the configured packs are offline."""
+    packs = regs[22]
+    online_bits = _u32_lo_first(regs, 12)
+    online = bin(online_bits).count("1")
     return Reading(
         pack_voltage_v=_u32_lo_first(regs, 0) / 100,
         current_a=_s32_lo_first(regs, 2) / 10,
         remaining_ah=_u32_lo_first(regs, 4) / 100,
         full_charge_ah=_u32_lo_first(regs, 6) / 100,
-        modules_online=regs[22],
+        design_ah=_u32_lo_first(regs, 10) / 100,
+        discharge_current_limit_a=_u32_lo_first(regs, 16) / 10,
+        charge_current_limit_a=_u32_lo_first(regs, 18) / 10,
+        modules_online=online if online_bits else packs,
+        modules_offline=max(packs - online, 0) if online_bits else None,
         cycles=regs[23],
         soc_pct=regs[24] / 10,
         soh_pct=regs[25] / 10,
+        extra=(
+            ("discharged_capacity_ah", _u32_lo_first(regs, 8) * 10),
+            ("packs_online_bits", online_bits),
+            ("packs_protected_bits", _u32_lo_first(regs, 14)),
+            ("suggested_pack_ov_v", regs[20] / 10),
+            ("suggested_pack_uv_v", regs[21] / 10),
+        ),
     )
 
 
 def _encode_eia(r: Reading) -> tuple[int, ...]:
     regs = [0] * 26
+    extra = dict(r.extra)
+    packs = r.modules_online if r.modules_online is not None else 1
     regs[0:2] = _u32_words((r.pack_voltage_v or 0.0) * 100)
     regs[2:4] = _s32_words((r.current_a or 0.0) * 10)
     regs[4:6] = _u32_words((r.remaining_ah or 0.0) * 100)
     regs[6:8] = _u32_words((r.full_charge_ah or 0.0) * 100)
-    regs[22] = _to_u16(r.modules_online if r.modules_online is not None else 1)
+    regs[10:12] = _u32_words((r.design_ah or r.full_charge_ah or 0.0) * 100)
+    regs[12:14] = _u32_words((1 << min(packs, 32)) - 1)
+    protected = extra.get("packs_protected_bits")
+    if isinstance(protected, int) and not isinstance(protected, bool):
+        regs[14:16] = _u32_words(protected)
+    regs[16:18] = _u32_words((r.discharge_current_limit_a or 0.0) * 10)
+    regs[18:20] = _u32_words((r.charge_current_limit_a or 0.0) * 10)
+    regs[22] = _to_u16(packs)
     regs[23] = _to_u16(r.cycles or 0)
     regs[24] = _to_u16((r.soc_pct or 0.0) * 10)
     regs[25] = _to_u16((r.soh_pct if r.soh_pct is not None else 100.0) * 10)
     return tuple(regs)
 
 
+# The XZH table gives EIB temperatures in 0.1 K; the captured firmware sends 0.1 °C (its 250
+# beside packs at 25.0 °C). No cell is at 150 °C, and none at -120 °C: a value above this is
+# kelvin.
+_EIB_KELVIN_ABOVE: Final = 1500
+
+
+def _eib_temperature(raw: int) -> float:
+    value = _s16(raw)
+    return _kelvin10_to_c(value) if value > _EIB_KELVIN_ABOVE else value / 10
+
+
 def _decode_eib(regs: tuple[int, ...]) -> Reading:
-    return Reading(extra=(("cell_temperature_average_c", _s16(regs[10]) / 10),))
+    """The bank's extremes (XZH EIB 0x2100-0x210C): cell voltages and temperatures with the
+    cell that holds each, pack voltages. Registers after 0x210C are not read: the captured
+    firmware does not follow the table there."""
+    return Reading(
+        cell_voltage_max_v=regs[0] / 1000,
+        cell_voltage_min_v=regs[1] / 1000,
+        cell_voltage_max_id=str(regs[2]),
+        cell_voltage_min_id=str(regs[3]),
+        cell_temperature_max_c=_eib_temperature(regs[8]),
+        cell_temperature_min_c=_eib_temperature(regs[9]),
+        cell_temperature_max_id=str(regs[11]),
+        cell_temperature_min_id=str(regs[12]),
+        extra=(
+            ("pack_voltage_max_v", regs[4] / 100),
+            ("pack_voltage_min_v", regs[5] / 100),
+            ("pack_voltage_max_id", regs[6]),
+            ("pack_voltage_min_id", regs[7]),
+            ("cell_temperature_average_c", _eib_temperature(regs[10])),
+        ),
+    )
+
+
+def _id_of(value: str | None) -> int:
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 def _encode_eib(r: Reading) -> tuple[int, ...]:
     regs = [0] * 22
     temps = r.temperatures_c or ()
     avg = sum(temps) / len(temps) if temps else (r.temperature_c or 0.0)
+    volts = r.pack_voltage_v or 0.0
+    hot = r.cell_temperature_max_c if r.cell_temperature_max_c is not None else avg
+    cold = r.cell_temperature_min_c if r.cell_temperature_min_c is not None else avg
+    regs[0] = _to_u16((r.max_cell_v or 0.0) * 1000)
+    regs[1] = _to_u16((r.min_cell_v or 0.0) * 1000)
+    regs[2] = _id_of(r.cell_voltage_max_id)
+    regs[3] = _id_of(r.cell_voltage_min_id)
+    regs[4] = regs[5] = _to_u16(volts * 100)
+    regs[8] = _to_s16(hot * 10)
+    regs[9] = _to_s16(cold * 10)
     regs[10] = _to_s16(avg * 10)
+    regs[11] = _id_of(r.cell_temperature_max_id)
+    regs[12] = _id_of(r.cell_temperature_min_id)
     return tuple(regs)
 
 
@@ -302,18 +467,23 @@ _EIC_HEATER: Final = 0x08
 
 def _decode_eic(data: bytes) -> Reading:
     fets = data[_EIC_FET_BYTE]
+    protections, alarms, names = _events(data, _EIC_EVENTS)
     return Reading(
+        protections=protections,
+        alarms=alarms,
         discharge_enabled=bool(fets & _FET_DISCHARGE),
         charge_enabled=bool(fets & _FET_CHARGE),
         extra=(
             ("current_limit_active", bool(fets & _EIC_LIMIT)),
             ("heater_on", bool(fets & _EIC_HEATER)),
+            *((("protections_active", names),) if names else ()),
         ),
     )
 
 
 def _encode_eic(r: Reading) -> bytes:
     out = bytearray(10)
+    _encode_events(out, _EIC_EVENTS, r)
     extra = dict(r.extra)
     out[_EIC_FET_BYTE] = (
         (_FET_DISCHARGE if r.discharge_enabled is not False else 0)

@@ -21,6 +21,10 @@ and optionally
     merge_parts(parts) -> Reading            how one poll's decoded frames become one Reading
                                              when merge_readings is not enough (Daly's
                                              multi-frame cell lists, current sign from state)
+    TALKS_UNASKED = True                     the device sends without being asked (a VE.Direct
+                                             shunt): its line only listens
+    unasked_frames(reading) -> list[bytes]   what such a device sends each UNASKED_PERIOD_S
+                                             (the simulator's side)
 
 `PollDriver` is one device on a line when bankwatch is the master: which requests a cycle sends
 and how the replies merge into one Reading. `ListenDriver` is the same device when someone else
@@ -48,6 +52,7 @@ __all__ = [
     "merge_parts",
     "reply_complete",
     "t35_s",
+    "talks_unasked",
     "wire_time_s",
 ]
 
@@ -98,6 +103,11 @@ class SerialCodec(Protocol):
     def is_request(self, frame: bytes) -> bool: ...
 
     def encode_reply(self, request: bytes, reading: Reading) -> bytes | None: ...
+
+
+def talks_unasked(codec: SerialCodec) -> bool:
+    """Whether the codec's device sends on its own (nothing to poll; listen to it)."""
+    return bool(getattr(codec, "TALKS_UNASKED", False))
 
 
 def info_requests(codec: SerialCodec, address: int) -> list[bytes]:

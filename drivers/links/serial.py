@@ -43,6 +43,7 @@ from bankwatch.drivers.serial_codec import (
     SerialCodec,
     reply_complete,
     t35_s,
+    talks_unasked,
     wire_time_s,
 )
 
@@ -336,7 +337,10 @@ class SerialLine(LinkStateLog):
         self._on_reading = on_reading
         self._on_state = on_state
         self._clock = clock
-        self.listen_only = config.listen_only
+        # A device that talks unasked (a VE.Direct shunt) is only ever listened to.
+        self.listen_only = config.listen_only or (
+            bool(devices) and all(talks_unasked(d.codec) for d in devices)
+        )
         self.pollers = [PollDriver(d.subject, d.address, d.codec) for d in devices]
         self.listeners = [ListenDriver(d.subject, d.address, d.codec) for d in devices]
         self.codecs = list(dict.fromkeys(d.codec for d in devices))
@@ -646,8 +650,9 @@ class SerialLine(LinkStateLog):
             self._bad_frame(exc)
             return pending
         # A reply whose request was not heard (or did not match): decode it alone if it can be.
+        # A frame without an address (a point-to-point protocol) is its line's one device's.
         for dev in self.listeners:
-            if dev.codec is not codec or dev.address != address:
+            if dev.codec is not codec or (address is not None and dev.address != address):
                 continue
             try:
                 reading = dev.on_heard(None, frame, now)

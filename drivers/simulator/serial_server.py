@@ -14,7 +14,8 @@ time: at `--speed 10` it passes ten times faster, like everything else the simul
 
 On a listen-only link the simulator also plays the bus master (an inverter): it polls every
 battery with the protocol's own requests and puts both requests and replies on the wire, and
-counts anything the host writes (a listen-only host must write nothing).
+counts anything the host writes (a listen-only host must write nothing). A device that talks
+unasked (a VE.Direct shunt) just sends its frames every period, whatever the link says.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from bankwatch.drivers.errors import FrameError, LinkError
 from bankwatch.drivers.links.serial import FrameSplitter, SerialLinkSettings
 from bankwatch.drivers.model import Reading
-from bankwatch.drivers.serial_codec import SerialCodec, t35_s, wire_time_s
+from bankwatch.drivers.serial_codec import SerialCodec, t35_s, talks_unasked, wire_time_s
 
 __all__ = ["SerialBus", "SimDevice"]
 
@@ -180,7 +181,9 @@ class SerialBus:
     # --- serving -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.config.listen_only:
+        if self.devices and all(talks_unasked(d.codec) for d in self.devices):
+            await self._stream()
+        elif self.config.listen_only:
             await self._master_poll()
         else:
             await self._respond()
@@ -277,6 +280,24 @@ class SerialBus:
                 )
                 self._rx.clear()
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _stream(self) -> None:
+        """Every device sends what it sends unasked, once a period, at the line's baud."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            period = 1.0
+            for dev in self.devices:
+                frames: Callable[[Reading], list[bytes]] | None = getattr(
+                    dev.codec, "unasked_frames", None
+                )
+                period = float(getattr(dev.codec, "UNASKED_PERIOD_S", period))
+                if frames is None or not dev.talking() or self._master is None:
+                    continue
+                for frame in frames(dev.reading()):
+                    await self._transmit(frame, loop.time())
+                    self.replies += 1
+            await asyncio.sleep(max(0.0, period / self.speed - (loop.time() - started)))
 
     def close(self) -> None:
         self.unplug()

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[int, bytes], None]
 BROADCAST_PERIOD_S = 1.0
+# The bank's meter among the simulated devices; battery names are letters, digits, ".", "_"
+# and "-", so none can clash with it.
+_BANK = "(bank)"
 
 
 class SimulatorRunner:
@@ -91,12 +94,14 @@ class SimulatorRunner:
     def _open_serial(self) -> None:
         """A PTY per serial link some battery talks on, answering through the codecs."""
         devices: dict[str, list[SimDevice]] = {}
-        for b in self.sim.bank.batteries():
-            src = b.source
+        # The batteries, and the bank's own meter when it is on a serial link (a shunt).
+        sources = [(b.name, b.source) for b in self.sim.bank.batteries()]
+        sources.append((_BANK, self.sim.bank.source))
+        for name, src in sources:
             if src is None or src.codec is None:
                 continue
             devices.setdefault(src.link, []).append(
-                self._sim_device(b.name, src.address or 0, src.codec)
+                self._sim_device(name, src.address or 0, src.codec)
             )
         for name, devs in devices.items():
             link = self.sim.bank.links.get(name)
@@ -114,6 +119,14 @@ class SimulatorRunner:
             self._serial_tasks.append(asyncio.create_task(bus.run(), name=f"serial-sim-{name}"))
 
     def _sim_device(self, name: str, address: int, codec: SerialCodec) -> SimDevice:
+        if name == _BANK:
+            return SimDevice(
+                name=name,
+                address=address,
+                codec=codec,
+                reading=lambda: self.sim.physics.bank_reading(self.clock.monotonic()),
+                talking=lambda: True,
+            )
         return SimDevice(
             name=name,
             address=address,

@@ -148,3 +148,126 @@ def test_scan_of_a_missing_port_is_one_line(capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert err.startswith("bankwatch: serial port /dev/ttyNOPE-bankwatch: no such file")
     assert err.count("\n") == 1
+
+
+def _shunt() -> Reading:
+    return Reading(
+        pack_voltage_v=13.27,
+        current_a=-18.4,
+        soc_pct=71.5,
+        remaining_ah=286.0,
+        full_charge_ah=400.0,
+    )
+
+
+async def test_scan_hears_a_shunt_and_finds_a_renogy_battery_at_its_factory_address(
+    tmp_path: Path,
+) -> None:
+    """A VE.Direct shunt talks unasked: scan listens for it. A Renogy battery answers at 247,
+    outside 0-15: the shipped map names that address, and the snippet carries the map."""
+    from bankwatch.drivers import vedirect
+    from bankwatch.drivers.registry import serial_codecs
+
+    shunt_port = tmp_path / "ttyUSB-shunt"
+    shunt = SerialBus(
+        "shunt",
+        SerialLinkSettings(port=str(shunt_port), baud=19200),
+        [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
+    )
+    shunt.plug()
+    renogy_port = tmp_path / "ttyUSB-renogy"
+    codec = serial_codecs()["modbus-map:renogy-smart-lfp"]
+    renogy = _bus(renogy_port, codec, [247])
+    tasks = [asyncio.create_task(shunt.run()), asyncio.create_task(renogy.run())]
+    try:
+        heard = await scan(str(shunt_port), protocols=["ve-direct"], timeout_s=0.15)
+        found = await scan(
+            str(renogy_port), protocols=["modbus-map:renogy-smart-lfp"], timeout_s=0.1
+        )
+    finally:
+        for t in tasks:
+            t.cancel()
+        shunt.close()
+        renogy.close()
+    assert [(f.protocol, f.baud, f.error) for f in heard] == [("ve-direct", 19200, None)]
+    r = heard[0].reading
+    assert (r.pack_voltage_v, r.current_a, r.soc_pct) == (13.27, -18.4, 71.5)
+    assert shunt.host_bytes == 0, "a shunt is only listened to"
+    report = scan_report(str(shunt_port), heard)
+    assert '# [bank] source = { link = "rs485", protocol = "ve-direct" }' in report
+
+    assert [(f.protocol, f.address, f.error) for f in found] == [
+        ("modbus-map:renogy-smart-lfp", 247, None)
+    ]
+    assert found[0].reading.pack_voltage_v == 52.5 and found[0].reading.model == "US3000C"
+    report = scan_report(str(renogy_port), found)
+    assert 'protocol = "modbus-map", map = "renogy-smart-lfp", address = 247' in report
+
+
+async def test_sniff_shows_a_shunts_blocks(tmp_path: Path) -> None:
+    from bankwatch.drivers import vedirect
+
+    port = tmp_path / "ttyUSB-sniff-shunt"
+    bus = SerialBus(
+        "shunt",
+        SerialLinkSettings(port=str(port), baud=19200),
+        [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
+    )
+    bus.plug()
+    served = asyncio.create_task(bus.run())
+    out = io.StringIO()
+    try:
+        frames = await sniff(str(port), baud=19200, duration_s=2.5, json_out=True, out=out)
+    finally:
+        served.cancel()
+        bus.close()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert frames == len(records) >= 2
+    replies = [r for r in records if r["kind"] == "reply"]
+    assert replies and {r["protocol"] for r in replies} == {"ve-direct"}
+    assert any(r["reading"].get("pack_voltage_v") == 13.27 for r in replies)
+
+
+async def test_sniff_of_a_configured_shunt_link_listens_for_ve_direct(tmp_path: Path) -> None:
+    """`bankwatch sniff shunt --config ...`: the bank's own source counts among the link's
+    protocols (and a shipped map is sniffed by its name)."""
+    import contextlib as _contextlib
+    import io as _io
+
+    from bankwatch.drivers import vedirect
+
+    port = tmp_path / "ttyShunt"
+    cfg = tmp_path / "rv.toml"
+    cfg.write_text(
+        '[bank]\nname = "rv"\nchemistry = "lifepo4"\nnominal_voltage_v = 12\n'
+        'source = { link = "shunt", protocol = "ve-direct" }\n'
+        '[models.m]\ncapacity_ah = 100\nnominal_voltage_v = 12.8\nchemistry = "lifepo4"\n'
+        f'[links.shunt]\ntype = "serial"\nport = "{port}"\nbaud = 19200\n'
+        f'[links.rs485]\ntype = "serial"\nport = "{tmp_path}/ttyR"\n'
+        '[[strings]]\nname = "A"\n[[strings.batteries]]\nname = "A1"\nmodel = "m"\n'
+        'source = { link = "rs485", protocol = "modbus-map", map = "renogy-smart-lfp", '
+        "address = 48 }\n",
+        encoding="utf-8",
+    )
+    bus = SerialBus(
+        "shunt",
+        SerialLinkSettings(port=str(port), baud=19200),
+        [SimDevice("s", 0, vedirect, reading=_shunt, talking=lambda: True)],  # type: ignore[arg-type]
+    )
+    bus.plug()
+    served = asyncio.create_task(bus.run())
+    out = _io.StringIO()
+    try:
+        with _contextlib.redirect_stdout(out):
+            code = await asyncio.to_thread(
+                main, ["sniff", "shunt", "--config", str(cfg), "--duration", "2.5", "--json"]
+            )
+    finally:
+        served.cancel()
+        bus.close()
+    assert code == 0
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records and {r["protocol"] for r in records if r["kind"] == "reply"} == {"ve-direct"}
+    # The map's link resolves to the map by name (no "not a serial protocol" error).
+    args = ["sniff", "rs485", "--config", str(cfg), "--duration", "0.3"]
+    assert await asyncio.to_thread(main, args) == 3

@@ -326,3 +326,29 @@ def test_the_demo_shows_the_mixed_bank(tmp_path: Path) -> None:
     assert {s for _, k, s in events if k == "link_lost"} == {"mixed/B/B2"}, events
     assert lines[-1]["type"] == "summary" and lines[-1]["frames"] > 0
     assert "link rs485-b: down" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_shunt_as_the_bank_meter_catches_a_branch_that_does_not_add_up() -> None:
+    """configs/sim-rv-12v-shunt.toml in one process: a VE.Direct SmartShunt (listened to, never
+    written) as the bank's source beside Renogy batteries on Modbus, a JBD and a Pylontech CAN
+    battery. House2's BMS starts reading its current 8 A high at 40 s: the branches no longer
+    add up to the shunt's current and voltage_inconsistency names the bank, with both figures."""
+    import io
+
+    from bankwatch.daemon.config import load_config
+    from bankwatch.daemon.demo import run_demo
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "sim-rv-12v-shunt.toml")
+    out = io.StringIO()
+    assert await run_demo(cfg, duration_s=90, speed=10, json_out=True, out=out) == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    alerts = [e for e in lines if e.get("type") == "alert"]
+    raised = [e for e in alerts if e["event"] == "raised"]
+    assert [(e["kind"], e["subject"]) for e in raised] == [("voltage_inconsistency", "rv")], alerts
+    ev = raised[0]["evidence"]
+    # The shunt measures the bank's real current; the branches report 8 A less discharge.
+    assert ev["difference_a"] == pytest.approx(-8.0, abs=1.0)
+    assert ev["bank_current_a"] == pytest.approx(-28.0, abs=4.0)
+    assert "bank meter reads" in raised[0]["message"]
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["simulated_s"] >= 85

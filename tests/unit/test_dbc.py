@@ -258,6 +258,9 @@ def test_bankwatch_encodes_cantools_decodes(db: Any, can_id: int) -> None:
             # place for short circuit or imbalance, so those may be missing there.
             lost = Protection.SHORT_CIRCUIT if can_id == 0x359 else Protection.NONE
             lost_a = Alarm.CELL_IMBALANCE if can_id == 0x359 else Alarm.NONE
+            # A condition bankwatch cannot name has no bit to go out on, nor a DBC signal.
+            lost |= Protection.UNKNOWN
+            lost_a |= Alarm.UNKNOWN
             assert r.protections is not None and r.alarms is not None
             assert p == r.protections & ~lost, data.hex()
             assert a == r.alarms & ~lost_a, data.hex()

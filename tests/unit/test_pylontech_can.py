@@ -255,10 +255,24 @@ def test_alarm_bits_follow_the_pylon_table(byte: int, bit: int, flag: Alarm) -> 
     assert decode_frame(0x359, bytes(data)).alarms == flag
 
 
-def test_unused_bits_set_no_flag() -> None:
+def test_unused_bits_are_surfaced_as_unknown_with_their_numbers() -> None:
+    """A bit the Pylon table does not name may be a firmware's new protection: it is reported
+    as unknown, with its number, never dropped (issue 15)."""
     data = bytes((0x61, 0x76, 0x61, 0x76, 1)) + b"PN"  # bits 0, 5, 6 of byte 0; 1, 2, 4-6 of 1
     r = decode_frame(0x359, data)
-    assert r.protections == Protection.NONE and r.alarms == Alarm.NONE
+    assert r.protections == Protection.UNKNOWN and r.alarms == Alarm.UNKNOWN
+    extra = dict(r.extra)
+    assert extra["protections_active"] == (
+        "unknown_bit_0,unknown_bit_5,unknown_bit_6,"
+        "unknown_bit_9,unknown_bit_10,unknown_bit_12,unknown_bit_13,unknown_bit_14"
+    )
+    assert extra["alarms_active"].startswith("unknown_bit_16,unknown_bit_21")
+    # Named bits beside them keep their names.
+    r = decode_frame(0x359, bytes((0x02 | 0x20, 0, 0, 0, 1)) + b"PN")
+    assert r.protections == Protection.CELL_OVERVOLTAGE | Protection.UNKNOWN
+    # 0x35A: a pair no row names reading 01.
+    r = decode_frame(0x35A, bytes((0, 0, 0, 0b0100_0000, 0, 0, 0, 0)))
+    assert r.protections == Protection.UNKNOWN
 
 
 def test_high_resolution_soc_is_used_only_when_it_agrees() -> None:

@@ -145,10 +145,51 @@ def test_every_rule_is_registered() -> None:
         "rule_maker_limits",
         "rule_charger_inverter_voltage",
         "rule_duplicate_addresses",
+        "rule_point_to_point",
         "rule_nominal_voltages",
         "rule_unmonitored",
     ):
         assert name in names
+
+
+# --- point to point ------------------------------------------------------------------------------
+
+
+_SHUNT_BANK = """
+[bank]
+name = "rv"
+chemistry = "lifepo4"
+nominal_voltage_v = 12
+source = {{ link = "{shunt_link}", protocol = "ve-direct" }}
+[models.m]
+capacity_ah = 100
+nominal_voltage_v = 12.8
+chemistry = "lifepo4"
+[links.usb-shunt]
+type = "serial"
+port = "/dev/ttyUSB0"
+baud = 19200
+[links.rs485]
+type = "serial"
+port = "/dev/ttyUSB1"
+[[strings]]
+name = "P1"
+[[strings.batteries]]
+name = "house1"
+model = "m"
+source = {{ link = "rs485", protocol = "modbus-map", map = "renogy-smart-lfp", address = 48 }}
+"""
+
+
+def test_a_shunt_sharing_a_link_with_a_polled_battery_is_an_error() -> None:
+    config = parse_config(_SHUNT_BANK.format(shunt_link="rs485"))
+    f = only(config, "point_to_point")
+    assert f.severity == "error" and "the bank source of rv" in f.message
+    assert "house1" in f.message and "rs485" in f.message
+    assert_well_formed(f)
+    assert (
+        findings(parse_config(_SHUNT_BANK.format(shunt_link="usb-shunt")), "point_to_point") == []
+    )
 
 
 # --- mixed chemistry ------------------------------------------------------------------------------

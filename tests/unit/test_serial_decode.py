@@ -103,3 +103,17 @@ def test_a_bad_frame_is_one_line_and_exit_code_1(
     assert code == 1 and out.out == ""
     assert out.err.startswith("bankwatch: bad frame: ") and out.err.count("\n") == 1, out.err
     assert re.search(message, out.err), out.err
+
+
+def test_jk_pb_bare_300_byte_frames_decode(capsys: pytest.CaptureFixture[str]) -> None:
+    """BLE captures and every peer's tests hold the 300-byte frame without the RS485
+    acknowledgement; given alone, it is whole. Cut short, it is still refused."""
+    jk = {v["id"]: v["frame_hex"] for v in load_vectors("jk")}
+    status = jk["jkpb_ble_jk02_32s_v19_cellinfo"]
+    assert len(bytes.fromhex(status)) == 300
+    code, got, err = _run(capsys, "jk-pb", status)
+    assert code == 0 and err == ""
+    assert got["pack_voltage_v"] == 54.028 and got["current_a"] == -0.727
+    code = main(["decode", "jk-pb", status[:400]])
+    out = capsys.readouterr()
+    assert code == 1 and "truncated: 200 bytes" in out.err

@@ -74,8 +74,9 @@ def _candidate_requests(
 ) -> Iterator[bytes | None]:
     """What a reply vector may answer: the requests captured with it, the codec's own poll and
     identity requests at the vector's address, and (ASCII family) each command it knows."""
-    if vector.get("trigger_request_hex"):
-        yield bytes.fromhex(vector["trigger_request_hex"])
+    for key in ("trigger_request_hex", "request_hex"):
+        if vector.get(key):
+            yield bytes.fromhex(vector[key])
     yield from reversed(heard)
     yield None
     header = vector.get("header") or {}
@@ -170,6 +171,11 @@ def test_serial_round_trips_emit_vocabulary_names(name: str) -> None:
             reply = codec.encode_reply(request, RICH)
             for frame in _split(codec, reply or b""):
                 part = codec.decode(frame, request)
+                parts.append(part)
+                emitted |= _names(part)
+        if serial_codec.talks_unasked(codec):  # a shunt: what it sends each period
+            for frame in codec.unasked_frames(RICH):  # type: ignore[attr-defined]
+                part = codec.decode(frame)
                 parts.append(part)
                 emitted |= _names(part)
         assert parts, f"{name}: the simulator's side answers nothing"
